@@ -1,0 +1,3 @@
+"""ttlx: truncated transfer learning for medical image classification, in JAX."""
+
+__version__ = "0.1.0"

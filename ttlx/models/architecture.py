@@ -1,0 +1,94 @@
+"""What a registered architecture provides, and how truncation points are named and checked.
+
+A model plugin registers an :class:`Architecture` under the ``ttlx.models`` entry-point group. Its
+network mirrors torchvision's module names (``layer1[0].conv1``, ``features.denseblock1.denselayer1``)
+so that weights convert by a generic walk (see ``convert.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ttlx.config import HEADS, ModelConfig
+from ttlx.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class HubWeights:
+    """Where one pretrained variant lives: a hub copy (safetensors) and torchvision's own URL."""
+
+    repo_id: str
+    filename: str = "model.safetensors"
+    torchvision_url: str | None = None
+    top1: float | None = None
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Base class of a registered network family; subclasses implement :meth:`build`."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    block_points: tuple[int, ...] = (-1, 1, 2, 3)
+    num_units: int = 0  # layer-wise points are 0..num_units
+    unit_name: str = "unit"
+    classifier_key: str = "fc"
+    slim_stages: tuple[int, ...] = ()
+    weights: dict[str, HubWeights] = field(default_factory=dict)
+
+    def build(self, cfg: ModelConfig, rngs: Any):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def layer_points(self) -> range:
+        return range(0, self.num_units + 1)
+
+    def validate(self, cfg: ModelConfig) -> None:
+        """Raise :class:`ConfigError` with one sentence if ``cfg`` cannot be built."""
+        if cfg.layerwise:
+            if cfg.trunc not in self.layer_points():
+                raise ConfigError(
+                    f"{self.name} has no layer-wise truncation point {cfg.trunc}; choose a number of "
+                    f"{self.unit_name}s from 0 to {self.num_units}."
+                )
+        elif cfg.trunc not in self.block_points:
+            points = ", ".join(str(p) for p in self.block_points)
+            raise ConfigError(
+                f"{self.name} has no block-wise truncation point {cfg.trunc}; choose one of {points} "
+                f"(or --layerwise with 0..{self.num_units})."
+            )
+        if cfg.head not in HEADS:
+            raise ConfigError(f"Unknown head '{cfg.head}'; choose pool, flatten or none.")
+        if cfg.head is not None and cfg.num_classes < 1:
+            raise ConfigError(f"A {cfg.head} head needs at least 1 class, got {cfg.num_classes}.")
+        if cfg.image_size < 32:
+            raise ConfigError(f"Image size {cfg.image_size} is too small; use at least 32 pixels.")
+        if cfg.slim_from is not None:
+            if cfg.slim_from not in self.slim_stages:
+                stages = ", ".join(str(s) for s in self.slim_stages)
+                raise ConfigError(f"{self.name} cannot be slimmed from stage {cfg.slim_from}; choose {stages}.")
+            if cfg.slim_factor < 1:
+                raise ConfigError(f"--slim-factor must be at least 1, got {cfg.slim_factor}.")
+
+
+@dataclass(frozen=True)
+class LegacyLayerwiseName:
+    """An old model name whose ``--trunc k`` meant a layer-wise point ``k - offset`` of ``arch``.
+
+    The reference code's ``layerttl_resnet50 --trunc k`` kept the stem and the first k-1 bottlenecks
+    (k=1 the stem only, k=17 all 16); -1 kept everything.
+    """
+
+    arch: str
+    offset: int = 1
+    aliases: tuple[str, ...] = ()
+
+    def translate(self, trunc: int, num_units: int) -> int:
+        if trunc == -1:
+            return num_units
+        if not 1 <= trunc <= num_units + self.offset:
+            raise ConfigError(
+                f"The layer-wise index {trunc} does not exist; the original layer-wise model takes "
+                f"-1 or 1..{num_units + self.offset} (k keeps k-{self.offset} units)."
+            )
+        return trunc - self.offset

@@ -1,0 +1,148 @@
+"""DenseNet201 as torchvision builds it, cut after any dense block or any dense layer.
+
+Block-wise point t keeps the stem and denseblock_i + transition_i for i <= t; -1 keeps all features
+including norm5 (and the ReLU torchvision applies before its classifier). Layer-wise point n keeps the
+stem and the first n of the 98 dense layers, with the transitions between kept blocks; n = 98 equals -1.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ttlx.config import ModelConfig
+from ttlx.models import layers
+from ttlx.models.architecture import Architecture, HubWeights
+from ttlx.models.heads import Network
+
+BLOCK_LAYERS = (6, 12, 48, 32)
+GROWTH = 32
+BN_SIZE = 4
+INIT_FEATURES = 64
+
+
+class DenseLayer(nnx.Module):
+    def __init__(self, cin: int, growth: int, *, dtype, rngs: nnx.Rngs):
+        width = BN_SIZE * growth
+        self.norm1 = layers.BatchNorm(cin, rngs=rngs, dtype=dtype)
+        self.conv1 = layers.conv(cin, width, 1, rngs=rngs, init=layers.conv_init_fan_in, dtype=dtype)
+        self.norm2 = layers.BatchNorm(width, rngs=rngs, dtype=dtype)
+        self.conv2 = layers.conv(width, growth, 3, pad=1, rngs=rngs, init=layers.conv_init_fan_in, dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.conv1(layers.relu(self.norm1(x)))
+        y = self.conv2(layers.relu(self.norm2(y)))
+        return jnp.concatenate([x, y], axis=-1)
+
+
+class Transition(nnx.Module):
+    def __init__(self, cin: int, cout: int, *, dtype, rngs: nnx.Rngs):
+        self.norm = layers.BatchNorm(cin, rngs=rngs, dtype=dtype)
+        self.conv = layers.conv(cin, cout, 1, rngs=rngs, init=layers.conv_init_fan_in, dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return layers.avg_pool_2x2(self.conv(layers.relu(self.norm(x))))
+
+
+class DenseBlock(nnx.Module):
+    """Holds ``denselayer1..N`` under torchvision's names."""
+
+    def __init__(self, cin: int, count: int, growth: int, *, dtype, rngs: nnx.Rngs):
+        for i in range(count):
+            setattr(self, f"denselayer{i + 1}", DenseLayer(cin + i * growth, growth, dtype=dtype, rngs=rngs))
+        self.count = count
+
+    def layer_list(self) -> list[DenseLayer]:
+        return [getattr(self, f"denselayer{i + 1}") for i in range(self.count)]
+
+
+def plan(cfg: ModelConfig) -> tuple[list[int], int, bool]:
+    """(dense layers kept per block, transitions kept, whether norm5 is kept) for a config."""
+    if cfg.layerwise:
+        kept, left = [], cfg.trunc
+        for depth in BLOCK_LAYERS:
+            if left <= 0:
+                break
+            kept.append(min(depth, left))
+            left -= depth
+        # a transition is kept only when the next block has at least one kept layer
+        transitions = max(0, len(kept) - 1)
+        return kept, transitions, cfg.trunc == sum(BLOCK_LAYERS)
+    if cfg.trunc == -1:
+        return list(BLOCK_LAYERS), len(BLOCK_LAYERS) - 1, True
+    return list(BLOCK_LAYERS[: cfg.trunc]), cfg.trunc, False
+
+
+class Features(nnx.Module):
+    """torchvision's ``features`` Sequential: conv0, norm0, pool0, denseblocks, transitions, norm5."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = cfg.dtype
+        self.conv0 = layers.conv(3, INIT_FEATURES, 7, stride=2, pad=3, rngs=rngs, init=layers.conv_init_fan_in,
+                                 dtype=dtype)
+        self.norm0 = layers.BatchNorm(INIT_FEATURES, rngs=rngs, dtype=dtype)
+        kept, transitions, final_norm = plan(cfg)
+        channels = INIT_FEATURES
+        order = []
+        for index, count in enumerate(kept):
+            block = index + 1
+            slim = cfg.slim_factor if cfg.slim_from is not None and index >= cfg.slim_from else 1
+            growth = GROWTH // slim
+            setattr(self, f"denseblock{block}", DenseBlock(channels, count, growth, dtype=dtype, rngs=rngs))
+            order.append(f"denseblock{block}")
+            channels += count * growth
+            if block <= transitions:
+                setattr(self, f"transition{block}", Transition(channels, channels // 2, dtype=dtype, rngs=rngs))
+                order.append(f"transition{block}")
+                channels //= 2
+        self.norm5 = layers.BatchNorm(channels, rngs=rngs, dtype=dtype) if final_norm else None
+        self.order = tuple(order)
+
+
+class DenseNet(Network):
+    zero_classifier_bias = True  # torchvision zeroes the classifier bias of DenseNet
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.features = Features(cfg, rngs=rngs)
+        self.add_head(cfg, DENSENET201.classifier_key, rngs)
+
+    def stem(self, x: jax.Array) -> jax.Array:
+        f = self.features
+        return layers.max_pool_3x3_s2(layers.relu(f.norm0(f.conv0(x))))
+
+    def final(self, x: jax.Array) -> jax.Array:
+        return layers.relu(self.features.norm5(x))
+
+    def units(self):
+        yield "stem", self.stem
+        for name in self.features.order:
+            part = getattr(self.features, name)
+            if isinstance(part, DenseBlock):
+                for i, layer in enumerate(part.layer_list()):
+                    yield f"{name}.denselayer{i + 1}", layer
+            else:
+                yield name, part
+        if self.features.norm5 is not None:
+            yield "norm5", self.final
+
+
+class DenseNetArchitecture(Architecture):
+    def build(self, cfg: ModelConfig, rngs: nnx.Rngs) -> DenseNet:
+        return DenseNet(cfg, rngs=rngs)
+
+
+DENSENET201 = DenseNetArchitecture(
+    name="densenet201",
+    aliases=("DenseNet201", "densenet-201"),
+    num_units=sum(BLOCK_LAYERS),
+    unit_name="dense layer",
+    classifier_key="classifier",
+    slim_stages=(0, 1, 2, 3),
+    weights={
+        "imagenet": HubWeights("timm/densenet201.tv_in1k",
+                               torchvision_url="https://download.pytorch.org/models/densenet201-c1103571.pth",
+                               top1=76.896),
+    },
+)
+ARCHITECTURE = DENSENET201

@@ -1,0 +1,95 @@
+"""The building blocks shared by the built-in networks, initialised like torchvision's.
+
+Activations and pools go through these functions so that ``cost.py`` can count the per-element
+operations that ptflops counts (BatchNorm x2, ReLU, pooling) next to the conv and dense MACs it reads
+from the jaxpr. A plugin network that uses plain Flax layers still gets exact conv+linear counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_ELEMENTWISE: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("ttlx_elementwise", default=None)
+
+conv_init_fan_out = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")  # ResNet convs
+conv_init_fan_in = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")  # DenseNet convs, flatten heads
+
+
+@contextlib.contextmanager
+def count_elementwise() -> Iterator[list[int]]:
+    """Collect ptflops-style per-element operation counts while tracing a forward pass."""
+    ops: list[int] = []
+    token = _ELEMENTWISE.set(ops)
+    try:
+        yield ops
+    finally:
+        _ELEMENTWISE.reset(token)
+
+
+def _record(count: int) -> None:
+    ops = _ELEMENTWISE.get()
+    if ops is not None:
+        ops.append(int(count))
+
+
+def relu(x: jax.Array) -> jax.Array:
+    _record(x.size)
+    return jax.nn.relu(x)
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    _record(x.size)
+    return nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def avg_pool_2x2(x: jax.Array) -> jax.Array:
+    _record(x.size)
+    return nnx.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+    _record(x.size)
+    return jnp.mean(x, axis=(1, 2))
+
+
+def conv(cin: int, cout: int, k: int, *, stride: int = 1, pad: int = 0, rngs: nnx.Rngs,
+         init=conv_init_fan_out, dtype=jnp.float32) -> nnx.Conv:
+    """A bias-free conv with torchvision's explicit symmetric padding (never Flax 'SAME')."""
+    return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                    use_bias=False, kernel_init=init, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+class BatchNorm(nnx.BatchNorm):
+    """torch.nn.BatchNorm2d: momentum 0.1 (Flax 0.9), eps 1e-5, weight 1, bias 0."""
+
+    def __init__(self, features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        super().__init__(features, momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+    def __call__(self, x, **kwargs):
+        _record(2 * x.size)
+        return super().__call__(x, **kwargs)
+
+
+def torch_linear_init(fan_in: int):
+    """torch.nn.Linear's default: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def linear(cin: int, cout: int, *, rngs: nnx.Rngs, kaiming: bool = False, zero_bias: bool = False,
+           dtype=jnp.float32) -> nnx.Linear:
+    kernel_init = conv_init_fan_in if kaiming else torch_linear_init(cin)
+    bias_init = nnx.initializers.zeros if zero_bias else torch_linear_init(cin)
+    return nnx.Linear(cin, cout, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
+                      param_dtype=jnp.float32, rngs=rngs)
