@@ -85,3 +85,12 @@ def test_bad_configs_name_what_is_valid(kwargs, message):
 def test_unknown_architecture_lists_registered_ones():
     with pytest.raises(UnknownNameError, match="Unknown model 'vgg16'; choose one of: .*resnet50"):
         resolve_config("vgg16")
+
+
+def test_slimming_a_stage_the_model_does_not_keep_is_refused():
+    with pytest.raises(ConfigError, match="--slim-from 3 slims nothing: resnet50 truncated at 1 keeps stages 0..0"):
+        resolve_config("resnet50", 1, slim_from=3)
+    with pytest.raises(ConfigError, match="keeps stages 0..1"):
+        resolve_config("resnet50", 5, layerwise=True, slim_from=2)
+    _, cfg = resolve_config("resnet50", 8, layerwise=True, slim_from=2)  # 8 bottlenecks reach layer3
+    assert cfg.slim_from == 2

@@ -38,3 +38,62 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; the defaults are the paper's recipe (ANCHORS.md section 5).
+
+    ``model``/``trunc``/``layerwise``/``head``/... resolve into a :class:`ModelConfig` once the dataset's
+    classes are known. ``freeze_until`` (LWFT) freezes the stem plus the first K blocks (K units when
+    ``layerwise``); ``ptl_decay`` divides the learning rate of the rest of the backbone.
+    """
+
+    dataset: str = "digits"
+    model: str = "resnet50"
+    trunc: int = -1
+    layerwise: bool = False
+    pretrained: str = "imagenet"
+    head: str | None = "flatten"
+    image_size: int = 224
+    slim_from: int | None = None
+    slim_factor: int = 2
+    dtype: str = "float32"
+    exp: int = 1
+    sub: int = 100
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    max_epoch: int = 200
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    plateau_threshold: float = 1e-4
+    min_lr: float = 1e-6  # training stops once the learning rate falls below this
+    class_weighted: bool = True
+    freeze_until: int | None = None
+    ptl_decay: float = 1.0
+    seed: int = 0
+    num_workers: int = 0
+    data_dir: str | None = None
+    workdir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Which run, split and checkpoint to evaluate, and how many bootstrap resamples give the CIs."""
+
+    run_dir: str
+    split: str = "test"
+    checkpoint: str = "best"
+    bootstrap: int = 1000
+    seed: int = 0
+    data_dir: str | None = None  # default: the data dir the run was trained on
+    batch_size: int | None = None  # default: the run's batch size

@@ -46,7 +46,7 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] | None = None
         self._extra: dict[str, Entry] = {}
-        self.failures: list[tuple[str, str]] = []
+        self.failures: list[tuple[str, str, str]] = []  # (package, entry-point name, error)
 
     def register(self, name: str, obj: Any, package: str = "<runtime>") -> None:
         """Register ``obj`` under ``name`` without an entry point (tests and notebooks)."""
@@ -65,7 +65,7 @@ class Registry:
                 try:
                     obj = ep.load()
                 except Exception as err:  # a broken plugin must not take the others down
-                    self.failures.append((package, f"{type(err).__name__}: {err}"))
+                    self.failures.append((package, ep.name, f"{type(err).__name__}: {err}"))
                     warnings.warn(
                         f"ttlx: the plugin package '{package}' failed to load its {self.kind} "
                         f"'{ep.name}' ({type(err).__name__}: {err}); the other plugins still work.",

@@ -35,10 +35,20 @@ class Architecture:
     unit_name: str = "unit"
     classifier_key: str = "fc"
     slim_stages: tuple[int, ...] = ()
+    stage_units: tuple[int, ...] = ()  # units per stage, e.g. ResNet50 bottlenecks (3, 4, 6, 3)
     weights: dict[str, HubWeights] = field(default_factory=dict)
 
     def build(self, cfg: ModelConfig, rngs: Any):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def kept_stages(self, cfg: ModelConfig) -> int | None:
+        """How many stages (numbered from 0) a config keeps; a stage counts once any of it is kept."""
+        if not self.stage_units:
+            return None
+        if cfg.layerwise:
+            starts = [sum(self.stage_units[:i]) for i in range(len(self.stage_units))]
+            return sum(1 for start in starts if start < cfg.trunc)
+        return len(self.stage_units) if cfg.trunc == -1 else cfg.trunc
 
     def layer_points(self) -> range:
         return range(0, self.num_units + 1)
@@ -67,6 +77,10 @@ class Architecture:
             if cfg.slim_from not in self.slim_stages:
                 stages = ", ".join(str(s) for s in self.slim_stages)
                 raise ConfigError(f"{self.name} cannot be slimmed from stage {cfg.slim_from}; choose {stages}.")
+            kept = self.kept_stages(cfg)
+            if kept is not None and cfg.slim_from >= kept:
+                raise ConfigError(f"--slim-from {cfg.slim_from} slims nothing: {self.name} truncated at "
+                                  f"{cfg.trunc} keeps stages 0..{kept - 1}; choose a lower stage or keep more.")
             if cfg.slim_factor < 1:
                 raise ConfigError(f"--slim-factor must be at least 1, got {cfg.slim_factor}.")
 

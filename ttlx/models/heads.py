@@ -66,7 +66,9 @@ class Network(nnx.Module):
         graphdef, state = nnx.split(self)
 
         def features(state, x):  # pure, so tracing never writes abstract values into self
-            return nnx.merge(graphdef, state).forward_features(x)
+            net = nnx.merge(graphdef, state)
+            net.eval()  # no BatchNorm statistic writes: each one makes JAX 0.10 rescan the whole trace
+            return net.forward_features(x)
 
         x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), "float32")
         _, h, w, c = jax.eval_shape(features, state, x).shape

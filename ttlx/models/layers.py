@@ -67,14 +67,41 @@ def conv(cin: int, cout: int, k: int, *, stride: int = 1, pad: int = 0, rngs: nn
 
 
 class BatchNorm(nnx.BatchNorm):
-    """torch.nn.BatchNorm2d: momentum 0.1 (Flax 0.9), eps 1e-5, weight 1, bias 0."""
+    """torch.nn.BatchNorm2d: momentum 0.1 (Flax 0.9), eps 1e-5, weight 1, bias 0.
+
+    The forward pass is written out rather than inherited for two reasons: the running variance is
+    updated with the unbiased batch variance as torch does (Flax uses the biased one), and the statistics
+    are written with ``set_value`` rather than ``var[...] = ...``, whose sharding probe makes tracing a
+    deep network quadratic in its depth under JAX 0.10 (jax-ml/jax#40041).
+    """
 
     def __init__(self, features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
         super().__init__(features, momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
-    def __call__(self, x, **kwargs):
+    def __call__(self, x, use_running_average: bool | None = None, **_):
         _record(2 * x.size)
-        return super().__call__(x, **kwargs)
+        running = self.use_running_average if use_running_average is None else use_running_average
+        if running:
+            mean, var = self.mean.get_value(), self.var.get_value()
+        else:
+            mean, var = _batch_moments(x)
+            count = x.size // x.shape[-1]
+            unbiased = var * (count / max(count - 1, 1))
+            momentum = self.momentum
+            self.mean.set_value(jax.lax.stop_gradient(momentum * self.mean.get_value() + (1 - momentum) * mean))
+            self.var.set_value(jax.lax.stop_gradient(momentum * self.var.get_value() + (1 - momentum) * unbiased))
+        scale = self.scale.get_value() * jax.lax.rsqrt(var + self.epsilon)
+        shift = self.bias.get_value() - mean * scale
+        dtype = self.dtype or x.dtype
+        return x.astype(dtype) * scale.astype(dtype) + shift.astype(dtype)
+
+
+def _batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean and biased variance over batch and space, computed in float32 (also for bfloat16 inputs)."""
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=(0, 1, 2))
+    var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
+    return mean, var
 
 
 def torch_linear_init(fan_in: int):

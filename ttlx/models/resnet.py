@@ -105,6 +105,7 @@ RESNET50 = ResNetArchitecture(
     unit_name="bottleneck",
     classifier_key="fc",
     slim_stages=(0, 1, 2, 3),
+    stage_units=STAGE_DEPTHS,
     weights={
         "imagenet": HubWeights("timm/resnet50.tv_in1k", torchvision_url=_TV + "resnet50-0676ba61.pth", top1=76.130),
         "imagenet-v2": HubWeights("timm/resnet50.tv2_in1k", torchvision_url=_TV + "resnet50-11ad3fa6.pth",

@@ -1,0 +1,179 @@
+"""The ttlx side of the benchmarks: the same models, step and pipeline through ttlx's public functions.
+
+Runs in ttlx's environment, applies ttlx's process settings (``ttlx.performance``) as a ttlx command
+does, and prints one ``BENCH_RESULT`` JSON line. Example:
+``python benchmarks/ttlx_side.py train_step --model resnet50-ftl --batch-size 16 --threads 2``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import protocol  # noqa: E402  (stdlib only, shared with run.py and the reference side)
+
+
+def build_model(name: str, image_size: int, dtype: str, plain: bool = False):
+    """(model, architecture) of a benchmark model, randomly initialised, with ttlx's fast convolutions
+    (unless ``plain``)."""
+    from ttlx import performance
+    from ttlx.models import create_model, get_architecture
+
+    spec = protocol.MODELS[name]
+    model = create_model(spec["arch"], spec["trunc"], layerwise=spec["layerwise"], head=protocol.HEAD,
+                         num_classes=protocol.NUM_CLASSES, pretrained="random", image_size=image_size,
+                         dtype=dtype)
+    if not plain:
+        performance.use_fast_convolutions(model)  # a no-op once ttlx.models.layers passes it itself
+    return model, get_architecture(spec["arch"])
+
+
+def make_train_step(args):
+    """What ``ttlx train`` compiles (Adam, class-weighted loss, whole-mesh jit), on one fixed batch."""
+    import numpy as np
+    from flax import nnx
+
+    from ttlx.freeze import param_labels
+    from ttlx.optim import make_optimizer
+    from ttlx.sharding import data_mesh, shard_batch
+    from ttlx.train_step import init_state, make_steps
+
+    model, arch = build_model(args.model, args.image_size, args.dtype, args.plain)
+    params = nnx.split(model, nnx.Param, ...)[1]
+    tx = make_optimizer(param_labels(params, set(), arch.classifier_key), lr=protocol.LEARNING_RATE)
+    mesh = data_mesh()
+    steps = make_steps(model, set(), tx, np.ones(protocol.NUM_CLASSES, np.float32), False, mesh)
+    state = {"train": init_state(model, tx, 0, mesh)}
+    rng = np.random.default_rng(0)
+    size = args.image_size
+    batch = shard_batch({"image": rng.standard_normal((args.batch_size, size, size, 3), dtype=np.float32),
+                         "label": np.arange(args.batch_size, dtype=np.int32) % protocol.NUM_CLASSES,
+                         "mask": np.ones(args.batch_size, np.float32)}, mesh)
+
+    def step():
+        state["train"], loss = steps.train(state["train"], batch)
+        loss.block_until_ready()
+
+    count = sum(int(np.prod(p.shape)) for p in jax_leaves(params))
+    return step, steps, state, batch, count
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)
+
+
+def device_name() -> str:
+    import jax
+
+    return str(jax.devices()[0].device_kind)
+
+
+def measure_train_step(args) -> dict:
+    step, _, _, _, params = make_train_step(args)
+    timing = protocol.time_steps(step, warmup=args.warmup, steps=args.steps)
+    return {"img_s": protocol.images_per_second(args.batch_size, timing), "params": params,
+            "device": device_name(), **timing}
+
+
+def measure_compile(args) -> dict:
+    """Trace and compile times of the train step (run twice against one cache dir for the cache's effect)."""
+    start = time.perf_counter()
+    _, steps, state, batch, _ = make_train_step(args)
+    build = time.perf_counter() - start
+    start = time.perf_counter()
+    lowered = steps.train.lower(state["train"], batch)
+    trace = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    compile_time = time.perf_counter() - start
+    start = time.perf_counter()
+    _, loss = compiled(state["train"], batch)
+    loss.block_until_ready()
+    return {"build_s": build, "trace_s": trace, "compile_s": compile_time,
+            "first_step_s": time.perf_counter() - start, "device": device_name()}
+
+
+def measure_memory(args) -> dict:
+    import jax
+
+    step, _, _, _, params = make_train_step(args)
+    for _ in range(args.steps):
+        step()
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return {"peak_rss_mib": protocol.peak_rss_mib(), "device_peak_mib": peak / 2**20 if peak else None,
+            "params": params, "device": device_name()}
+
+
+def measure_latency(args) -> dict:
+    """``ttlx analyze cost``'s latency: median of a jit-compiled batch-1 eval-mode forward pass."""
+    from ttlx.models.cost import count_params, measure_latency
+
+    model, _ = build_model(args.model, args.image_size, args.dtype, args.plain)
+    latency = measure_latency(model, args.image_size, repeats=args.steps, warmup=args.warmup)
+    return {"latency_ms": latency, "params": count_params(model)[0], "device": device_name()}
+
+
+def measure_pipeline(args) -> dict:
+    """ttlx's training loader over the JPEGs of ``--images`` (prepared without shrinking them).
+
+    The stored bytes are written back out as files under ``--workdir`` so the reference pipeline
+    decodes exactly the same JPEGs.
+    """
+    from ttlx.data.pipeline import make_loader
+    from ttlx.data.prepare import prepare_dataset
+
+    data_dir = Path(args.workdir) / "data"
+    prepare_dataset("folder", data_dir, manual_dir=args.images, max_size=0)
+    export_stored_images(data_dir / "folder", Path(args.workdir) / "stored_jpegs")
+    loader = make_loader("folder", data_dir, exp=1, split="train", batch_size=args.batch_size,
+                         image_size=args.image_size, train=True, seed=0)
+    stream = iter(loader)
+    timing = protocol.time_steps(lambda: next(stream), warmup=args.warmup, steps=args.steps)
+    return {"img_s": protocol.images_per_second(args.batch_size, timing, overall=True), "workers": loader.num_workers,
+            "images": loader.num_examples, "stored_jpegs": str(Path(args.workdir) / "stored_jpegs"),
+            **timing}
+
+
+def export_stored_images(root: Path, out: Path) -> int:
+    """Write every stored image of a prepared dataset as ``out/<class>/<n>.jpg``; returns the count."""
+    from ttlx.data.records import RecordReader
+    from ttlx.data.store import load_prepared
+
+    prepared = load_prepared(root.name, root.parent)
+    reader = RecordReader(prepared.records_dir)
+    for position in range(len(reader)):
+        data, label, _ = reader.read(position)
+        folder = out / prepared.classes[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{position:06d}.jpg").write_bytes(data)
+    return len(reader)
+
+
+MEASUREMENTS = {"train_step": measure_train_step, "memory": measure_memory, "latency": measure_latency,
+                "pipeline": measure_pipeline, "compile": measure_compile}
+
+
+def main() -> None:
+    parser = protocol.side_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--plain", action="store_true", help="leave out ttlx.performance (to measure it)")
+    args = parser.parse_args()
+    args.threads = protocol.pin_threads(args.threads)  # before JAX sizes its thread pools
+    from ttlx import performance
+
+    settings = {"plain": True} if args.plain else performance.configure_process()
+    import flax
+    import jax
+
+    result = MEASUREMENTS[args.measurement](args)
+    result.update(side="ttlx", threads=args.threads, settings=settings, backend=jax.default_backend(),
+                  versions={"jax": jax.__version__, "flax": flax.__version__})
+    protocol.emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The benchmark entry point and its JSON contract, checked with made-up measurements (nothing is timed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import protocol  # noqa: E402
+import report  # noqa: E402
+import run  # noqa: E402
+
+SETTINGS = {"batch_size": 16, "image_size": 224, "pipeline_batch_size": 32, "memory_batch_size": 64}
+
+
+def side(**values) -> dict:
+    return {"side": "fake", **values}
+
+
+def fake_measurements() -> dict:
+    return {
+        "train_step": {
+            "resnet50-ttl1": {"ttlx": side(img_s=9.0), "reference": side(img_s=6.0)},
+            "resnet50-ftl": {"ttlx": side(img_s=5.5), "reference": side(img_s=5.0)},
+        },
+        "pipeline": {"ttlx": side(img_s=900.0), "reference": side(img_s=300.0)},
+        "latency": {"resnet50-ftl": {"ttlx": side(latency_ms=40.0), "reference": side(latency_ms=50.0)}},
+        "compile": {"first": side(trace_s=2.0, compile_s=10.0), "second": side(trace_s=2.0, compile_s=1.0)},
+        "memory": {"ttlx": side(peak_rss_mib=3000.0, device_peak_mib=None),
+                   "reference": side(peak_rss_mib=4500.0, device_peak_mib=None)},
+    }
+
+
+def test_help_lists_the_contract_options():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "run.py"), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    for option in ("--quick", "--json", "--reference-python", "--threads"):
+        assert option in done.stdout
+
+
+def test_summary_holds_the_contract_fields_with_their_ratios():
+    summary = report.summarize(fake_measurements(), SETTINGS)
+    assert summary["train_step"] == {"ttlx_img_s": 5.5, "reference_img_s": 5.0, "ratio": pytest.approx(1.1),
+                                     "model": "resnet50-ftl", "batch_size": 16, "image_size": 224}
+    assert [row["model"] for row in summary["train_steps"]] == ["resnet50-ttl1", "resnet50-ftl"]
+    assert summary["pipeline"]["ratio"] == pytest.approx(3.0)
+    assert {"ttlx_img_s", "reference_img_s", "ratio"} <= set(summary["pipeline"])
+    assert summary["latency"][0]["speedup"] == pytest.approx(1.25)  # reference ms over ttlx ms
+    assert summary["compile"]["compile_ratio"] == pytest.approx(0.1)
+    assert summary["compile"]["trace_and_compile_ratio"] == pytest.approx(0.25)
+    assert summary["memory"]["ratio"] == pytest.approx(1.5)  # reference MiB over ttlx MiB
+    json.dumps(summary)  # everything in it is JSON
+
+
+def test_a_failed_side_keeps_its_error_and_gets_no_ratio():
+    measured = {"train_step": {"resnet50-ftl": {"ttlx": side(img_s=5.0), "reference": {"error": "no torch"}}}}
+    entry = report.summarize(measured, SETTINGS)["train_step"]
+    assert entry["reference_img_s"] is None
+    assert entry["ratio"] is None
+    assert entry["reference_error"] == "no torch"
+
+
+def test_table_has_one_row_per_measurement():
+    rows = report.table_rows(report.summarize(fake_measurements(), SETTINGS))
+    assert rows[0] == ("train step resnet50-ttl1 (img/s)", "9.00", "6.00", "1.50")
+    assert ("input pipeline (img/s)", "900.0", "300.0", "3.00") in rows
+    text = report.format_table(rows)
+    assert text.splitlines()[0].split() == ["measurement", "ttlx", "reference", "ratio"]
+    assert len(text.splitlines()) == len(rows) + 2
+
+
+def test_result_line_is_read_back_from_noisy_output():
+    line = protocol.RESULT_PREFIX + json.dumps({"img_s": 4.5})
+    assert protocol.parse_result(f"warning: something\n{line}\nbye\n") == {"img_s": 4.5}
+    with pytest.raises(ValueError, match="no BENCH_RESULT"):
+        protocol.parse_result("Traceback ...\n")
+
+
+def test_plan_follows_quick_and_the_accelerator():
+    cpu = run.plan(run.parse_args([]), "cpu")
+    assert (cpu["batch_size"], cpu["image_size"], cpu["dtype"]) == (16, 224, "float32")
+    assert cpu["models"] == list(protocol.MODELS)
+    gpu = run.plan(run.parse_args([]), "gpu")
+    assert (gpu["batch_size"], gpu["dtype"]) == (128, "bfloat16")
+    quick = run.plan(run.parse_args(["--quick", "--batch-size", "2"]), "cpu")
+    assert (quick["batch_size"], quick["image_size"], quick["models"]) == (2, 64, ["resnet50-ftl"])
+
+
+def test_timing_counts_warmup_apart():
+    calls = []
+    timing = protocol.time_steps(lambda: calls.append(1), warmup=2, steps=3)
+    assert len(calls) == 5
+    assert len(timing["step_s"]) == 3
+    timing = {"median_s": 2.0, "step_s": [1.0, 2.0, 5.0], "total_s": 8.0}
+    assert protocol.images_per_second(8, timing) == 4.0  # from the median step
+    assert protocol.images_per_second(8, timing, overall=True) == 3.0  # 24 images in 8 s
+
+
+def test_alternating_rounds_pool_each_sides_steps(tmp_path, monkeypatch):
+    order = []
+    step_times = {"ttlx": iter([[1.0, 1.2], [0.8, 1.0]]), "reference": iter([[2.0, 2.0], [4.0, 2.0]])}
+
+    def fake_run_side(self, side, measurement, **options):
+        order.append(side)
+        return {"side": side, "step_s": next(step_times[side])}
+
+    monkeypatch.setattr(run.Context, "run_side", fake_run_side)
+    ctx = run.Context("py", "py", run.plan(run.parse_args([]), "cpu"), tmp_path)
+    pooled = ctx.run_alternating("train_step", 2, batch_size=16)
+    assert order == ["ttlx", "reference", "ttlx", "reference"]
+    assert pooled["ttlx"]["step_s"] == [1.0, 1.2, 0.8, 1.0]
+    assert pooled["ttlx"]["img_s"] == pytest.approx(16 / 1.0)  # median of the four steps
+    assert pooled["reference"]["img_s"] == pytest.approx(8.0)
+
+
+def test_no_ratio_between_a_gpu_and_a_cpu_side():
+    entry = report.throughput_entry(side(img_s=2500.0, device="NVIDIA H100 80GB HBM3"),
+                                    side(img_s=5.0, device="cpu"))
+    assert entry["ratio"] is None
+    assert entry["device_mismatch"] == ["NVIDIA H100 80GB HBM3", "cpu"]
+    assert report.throughput_entry(side(img_s=6.0, device="cpu"), side(img_s=5.0, device="cpu"))["ratio"] == 1.2
+
+
+def test_no_ratio_when_the_two_sides_built_different_networks():
+    entry = report.throughput_entry(side(img_s=6.0, params=23_708_738), side(img_s=5.0, params=23_524_418))
+    assert entry["ratio"] is None
+    assert entry["params_mismatch"] == [23_708_738, 23_524_418]

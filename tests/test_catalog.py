@@ -1,0 +1,102 @@
+"""``ttlx models``: truncation points, output shapes and parameter counts against ANCHORS.md and builds."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ttlx.cli import app
+from ttlx.errors import ConfigError
+from ttlx.models import catalog, resolve_config
+from ttlx.models.cost import abstract_model, count_params
+
+# ANCHORS.md sections 2 and 3 (backbone only, 224 px)
+BLOCK_ROWS = {
+    ("resnet50", -1): ("layer4.2", "2048x7x7", 23_508_032),
+    ("resnet50", 1): ("layer1.2", "256x56x56", 225_344),
+    ("resnet50", 2): ("layer2.3", "512x28x28", 1_444_928),
+    ("resnet50", 3): ("layer3.5", "1024x14x14", 8_543_296),
+    ("densenet201", -1): ("norm5", "1920x7x7", 18_092_928),
+    ("densenet201", 1): ("transition1", "128x28x28", 377_856),
+    ("densenet201", 2): ("transition2", "256x14x14", 1_429_632),
+    ("densenet201", 3): ("transition3", "896x7x7", 11_110_528),
+}
+RESNET50_AFTER_BOTTLENECK = [
+    9_536, 84_544, 154_944, 225_344, 604_736, 884_800, 1_164_864, 1_444_928, 2_957_376, 4_074_560,
+    5_191_744, 6_308_928, 7_426_112, 8_543_296, 14_582_848, 19_045_440, 23_508_032,
+]
+
+
+@pytest.fixture(scope="module")
+def layerwise_table():
+    return catalog.model_table(layerwise=True)
+
+
+def rows_of(table, arch, layerwise):
+    return {r["trunc"]: r for r in table if r["architecture"] == arch and r["layerwise"] == layerwise}
+
+
+def test_block_points_match_the_anchors(layerwise_table):
+    block = {(r["architecture"], r["trunc"]): (r["last_unit"], r["output_chw"], r["params"])
+             for r in layerwise_table if not r["layerwise"]}
+    assert block == BLOCK_ROWS
+
+
+def test_resnet50_layerwise_points_match_the_cumulative_anchors(layerwise_table):
+    rows = rows_of(layerwise_table, "resnet50", True)
+    assert [rows[n]["params"] for n in range(17)] == RESNET50_AFTER_BOTTLENECK
+    assert [rows[n]["last_unit"] for n in (0, 1, 3, 4, 11, 16)] == [
+        "stem", "layer1.0", "layer1.2", "layer2.0", "layer3.3", "layer4.2"]
+    assert rows[11]["output_chw"] == "1024x14x14"
+
+
+@pytest.mark.parametrize("dense_layers", [0, 1, 6, 7, 18, 19, 66, 67, 97, 98])
+def test_densenet201_layerwise_rows_equal_their_own_builds(layerwise_table, dense_layers):
+    # the table reads layer-wise points off one trace; a build of the point itself is the reference
+    row = rows_of(layerwise_table, "densenet201", True)[dense_layers]
+    arch, cfg = resolve_config("densenet201", dense_layers, layerwise=True, head=None)
+    model = abstract_model(arch, cfg)
+    assert row["params"] == count_params(model)[0]
+    assert row["last_unit"] == [name for name, _ in model.units()][-1]
+
+
+def test_densenet201_layerwise_cut_after_a_block_keeps_no_transition(layerwise_table):
+    rows = rows_of(layerwise_table, "densenet201", True)
+    assert (rows[6]["output_chw"], rows[7]["output_chw"]) == ("256x56x56", "160x28x28")
+    assert len(rows) == 99 and rows[98]["params"] == 18_092_928
+
+
+def test_only_architectures_are_listed_not_legacy_names(layerwise_table):
+    assert {r["architecture"] for r in layerwise_table} == {"resnet50", "densenet201"}
+
+
+def test_rows_without_a_layer_class_fall_back_to_building_every_point(tinynet, monkeypatch):
+    read_off = catalog.architecture_rows(tinynet, image_size=32, layerwise=True)
+    monkeypatch.setattr(catalog, "layer_units", lambda model, num_units: None)
+    assert catalog.architecture_rows(tinynet, image_size=32, layerwise=True) == read_off
+    assert [r["output_chw"] for r in read_off if r["layerwise"]] == [
+        "8x16x16", "8x16x16", "16x8x8", "16x8x8", "16x4x4"]
+
+
+def test_output_shapes_follow_the_image_size(tinynet):
+    rows = catalog.architecture_rows(tinynet, image_size=64)
+    assert [(r["trunc"], r["output_chw"]) for r in rows] == [(-1, "16x8x8"), (1, "8x32x32"), (2, "16x16x16")]
+
+
+def test_too_small_images_are_refused():
+    with pytest.raises(ConfigError, match="Image size 16 is too small; use at least 32 pixels."):
+        catalog.model_table(image_size=16)
+
+
+def test_models_command_prints_json_rows_and_a_table(layerwise_table, monkeypatch):
+    block_rows = [r for r in layerwise_table if not r["layerwise"]]
+    asked = []
+    monkeypatch.setattr(catalog, "model_table", lambda **kw: asked.append(kw) or block_rows)
+    result = CliRunner().invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == block_rows
+    assert {"architecture": "resnet50", "trunc": 2, "layerwise": False, "last_unit": "layer2.3",
+            "output_chw": "512x28x28", "params": 1_444_928} in block_rows
+    table = CliRunner().invoke(app, ["models", "--image-size", "128", "--layerwise"])
+    assert "8,543,296" in table.stdout and "1024x14x14" in table.stdout
+    assert asked == [{"image_size": 224, "layerwise": False}, {"image_size": 128, "layerwise": True}]

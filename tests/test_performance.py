@@ -1,0 +1,115 @@
+"""ttlx.performance: the 1x1-conv-as-dot path computes what lax.conv computes; the process settings apply."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+import pytest
+from jax import lax
+
+from ttlx import performance
+
+
+def conv(x, kernel, stride, padding, fn):
+    numbers = lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
+    return fn(x, kernel, (stride, stride), padding, dimension_numbers=numbers)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_conv_and_its_gradients_match_lax(stride):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 7, 6, 5), np.float32))
+    kernel = jnp.asarray(rng.standard_normal((1, 1, 5, 3), np.float32))
+
+    def loss(fn):
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k, stride, ((0, 0), (0, 0)), fn)))
+
+    ours, theirs = loss(performance.conv_general_dilated), loss(lax.conv_general_dilated)
+    np.testing.assert_allclose(ours(x, kernel), theirs(x, kernel), rtol=1e-5)
+    for got, want in zip(jax.grad(ours, (0, 1))(x, kernel), jax.grad(theirs, (0, 1))(x, kernel), strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    jaxpr = str(jax.make_jaxpr(ours)(x, kernel))
+    assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr
+
+
+def test_other_convolutions_go_to_lax_unchanged():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((1, 8, 8, 4), np.float32))
+    for shape, padding in (((3, 3, 4, 2), ((1, 1), (1, 1))), ((1, 1, 4, 2), ((1, 1), (1, 1)))):
+        kernel = jnp.asarray(rng.standard_normal(shape, np.float32))
+        ours = conv(x, kernel, 1, padding, performance.conv_general_dilated)
+        np.testing.assert_array_equal(ours, conv(x, kernel, 1, padding, lax.conv_general_dilated))
+
+
+def test_fast_convolutions_turn_only_the_1x1_convs_of_a_model_into_dots_and_keep_its_output():
+    from ttlx.models import create_model
+
+    model = create_model("resnet50", 1, layerwise=True, head="pool", num_classes=2, image_size=32)
+    model.eval()
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 32, 32, 3), np.float32))
+    before = model(x)
+    assert performance.use_fast_convolutions(model) == 5  # stem, conv1..3, downsample
+    assert performance.use_fast_convolutions(model) == 0
+    np.testing.assert_allclose(model(x), before, rtol=1e-5, atol=1e-5)
+    jaxpr = str(jax.make_jaxpr(lambda x: model(x))(x))
+    # the stem and the 3x3 conv2 stay convolutions; conv1, conv3 and the downsample become dots (+ the head)
+    assert jaxpr.count("conv_general_dilated[") == 2
+    assert jaxpr.count("dot_general[") == 4
+
+
+def test_compilation_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TTLX_CACHE_DIR", str(tmp_path / "ttlx"))
+    monkeypatch.delenv(performance.CACHE_ENV, raising=False)
+    assert performance.compilation_cache_dir() == tmp_path / "ttlx" / "jax-compilation"
+    monkeypatch.setenv(performance.CACHE_ENV, str(tmp_path / "mine"))
+    assert performance.compilation_cache_dir() == tmp_path / "mine"
+    monkeypatch.setenv(performance.CACHE_ENV, "off")
+    assert performance.compilation_cache_dir() is None
+    assert performance.enable_compilation_cache() is None
+
+
+def test_malloc_tuning_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv(performance.MALLOC_ENV, "0")
+    assert performance.tune_malloc() is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_configure_process_tunes_malloc_and_fills_the_cache(tmp_path):
+    """In a fresh process: a compiled function lands in the configured cache directory."""
+    code = ("import json; from ttlx import performance; s = performance.configure_process(); "
+            "import jax, jax.numpy as jnp; jax.config.update('jax_persistent_cache_min_compile_time_secs', 0); "
+            "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready(); print(json.dumps(s))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env.update({performance.CACHE_ENV: str(tmp_path / "cache"), performance.MALLOC_ENV: "1"})
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    applied = json.loads(done.stdout.splitlines()[-1])
+    assert applied["malloc_tuned"] is True
+    assert applied["compilation_cache"] == str(tmp_path / "cache")
+    flags = performance.XLA_CPU_FLAGS.get(jaxlib.__version__, ())
+    assert applied["xla_flags"] == ([] if performance._accelerator_plugin_installed() else list(flags))
+    assert any((tmp_path / "cache").iterdir())
+
+
+def test_xla_flags_are_added_once_and_never_over_the_users(monkeypatch):
+    flag = "--xla_cpu_some_flag=1"
+    monkeypatch.setitem(performance.XLA_CPU_FLAGS, jaxlib.__version__, (flag,))
+    monkeypatch.setattr(performance, "_accelerator_plugin_installed", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    assert performance.set_xla_cpu_flags() == [flag]
+    assert os.environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/x {flag}"
+    assert performance.set_xla_cpu_flags() == []
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_some_flag=0")
+    assert performance.set_xla_cpu_flags() == []
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_some_flag=0"
+    monkeypatch.setattr(performance, "_accelerator_plugin_installed", lambda: True)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert performance.set_xla_cpu_flags() == []  # GPU/TPU machines: the CPU flags are not needed

@@ -1,0 +1,56 @@
+"""`ttlx train` and `ttlx eval` on the real pipeline (the bundled digits set) with the original spellings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ttlx.cli import app
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    from ttlx.data.prepare import prepare_dataset
+
+    data_dir = tmp_path_factory.mktemp("data")
+    prepare_dataset("digits", data_dir)
+    return data_dir
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_train_with_original_spellings_then_test_then_eval(digits_dir, tmp_path, tinynet):
+    workdir = tmp_path / "run"
+    args = ["train", "--dataset", "digits", "--model", "tinynet", "--trunc", "-1", "--pretrained", "random",
+            "--pooling", "--image-size", "32", "--bs", "64", "--data_parallel", "--num_workers", "0",
+            "--max_epoch", "1", "--lr", "3e-3", "--exp", "1", "--sub", "100", "--data-dir", digits_dir,
+            "--workdir", workdir, "--no-progress", "--test", "--bootstrap", "10"]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1]
+    evaluation = json.loads((workdir / "eval_test.json").read_text())
+    assert evaluation["num_examples"] == 359 and len(evaluation["per_class"]) == 10
+    assert "accuracy" in result.stdout and "95% CI" in result.stdout
+    # the original test command on a finished run evaluates it again instead of refusing
+    (workdir / "eval_test.json").unlink()
+    assert run_cli(*args).exit_code == 0 and (workdir / "eval_test.json").is_file()
+    # without --test a finished run is refused with one sentence
+    refused = run_cli(*args[:-3])
+    assert refused.exit_code == 2
+    assert f"The run in {workdir} already finished; pass --force" in refused.stderr
+    evaluated = run_cli("eval", workdir, "--split", "val", "--bootstrap", "0", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["num_examples"] == 287
+
+
+def test_an_unprepared_dataset_names_the_prepare_command(tmp_path):
+    result = run_cli("train", "--dataset", "digits", "--model", "resnet50", "--data-dir", tmp_path / "empty",
+                     "--workdir", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "ttlx prepare digits" in result.stderr
+    assert not (tmp_path / "run").exists()

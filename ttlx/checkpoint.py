@@ -1,0 +1,226 @@
+"""Orbax checkpoints of a run: ``checkpoints/latest`` (everything needed to resume) and ``checkpoints/best``.
+
+Every checkpoint holds a flat dict of arrays keyed by '.'-joined state paths
+(``params.layer1.0.conv1.kernel``) next to a JSON item. ``latest`` holds the model, optimizer state (with
+its learning rate) and RNG key as arrays and, as JSON, the epoch, plateau tracker, data-iterator state and
+metric history. ``best`` holds the model state of the epoch with the lowest validation loss. A new step is
+written to a temporary directory and renamed when complete (orbax); older steps are deleted only after
+that, so a kill or a full disk during a save leaves the previous checkpoint usable. A new best step stays
+next to the old one until the ``latest`` step of the same epoch is complete, so a resumed run never sees
+a best checkpoint newer than its own history.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttlx.config import ModelConfig
+from ttlx.errors import UserError, WeightsError
+
+LATEST, BEST = "latest", "best"
+
+
+class CheckpointSaveError(UserError):
+    """A checkpoint could not be written (most often: the disk is full)."""
+
+
+def key_name(keypath) -> str:
+    """'layer1.0.conv1.kernel' from a jax key path; the '.value' of an nnx Variable is dropped."""
+    parts = []
+    for key in keypath:
+        if isinstance(key, jax.tree_util.DictKey):
+            parts.append(str(key.key))
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            parts.append(str(key.idx))
+        elif isinstance(key, jax.tree_util.GetAttrKey):
+            parts.append(key.name)
+        else:  # FlattenedIndexKey
+            parts.append(str(key.key))
+    if parts and parts[-1] == "value":
+        parts.pop()
+    return ".".join(parts)
+
+
+def flatten(tree) -> dict[str, Any]:
+    """A pytree as a flat dict keyed by :func:`key_name`."""
+    flat = {}
+    for keypath, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = key_name(keypath)
+        if name in flat:
+            raise ValueError(f"Two state entries share the checkpoint key '{name}'.")
+        flat[name] = leaf
+    return flat
+
+
+def unflatten_like(template, flat: dict[str, Any]):
+    """Put the values of ``flat`` into the structure of ``template`` (keys as made by :func:`flatten`)."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    keys = [key_name(path) for path, _ in paths]
+    missing = [k for k in keys if k not in flat]
+    if missing:
+        raise WeightsError(f"The checkpoint lacks {len(missing)} entries of this model (e.g. "
+                           f"'{missing[0]}'); it was written by a different model or ttlx version.")
+    return jax.tree_util.tree_unflatten(treedef, [flat[k] for k in keys])
+
+
+class RunCheckpoints:
+    """The ``best`` and ``latest`` checkpoint managers of one run dir."""
+
+    def __init__(self, directory: str | Path):
+        import orbax.checkpoint as ocp
+
+        self.directory = Path(directory)
+        self._ocp = ocp
+        options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False,
+                                               cleanup_tmp_directories=True)
+        self.managers = {
+            name: ocp.CheckpointManager(self.directory / name, options=options, item_handlers={
+                "arrays": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+            for name in (LATEST, BEST)
+        }
+
+    def epoch(self, which: str = LATEST) -> int | None:
+        return self.managers[which].latest_step()
+
+    def save(self, which: str, epoch: int, arrays: dict, meta: dict) -> None:
+        """Write one step (older steps stay until :meth:`keep_only`); a failure keeps the previous steps."""
+        ocp, manager = self._ocp, self.managers[which]
+        try:
+            manager.save(epoch, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
+                                                        meta=ocp.args.JsonSave(meta)), force=True)
+            manager.wait_until_finished()
+            manager.check_for_errors()
+        except Exception as err:
+            raise _save_error(err, self.directory / which, epoch, manager.latest_step()) from err
+
+    def keep_only(self, which: str, epochs: set[int | None]) -> None:
+        """Delete every step of ``which`` except ``epochs`` (call after the newer step is complete)."""
+        manager = self.managers[which]
+        for step in manager.all_steps():
+            if step not in epochs:
+                manager.delete(step)
+
+    def restore(self, which: str, template: dict | None = None) -> tuple[dict, dict]:
+        """(arrays, meta) of the newest step; ``template`` (flat dict of arrays) sets shapes and shardings,
+        else the arrays land on one local device."""
+        ocp, manager = self._ocp, self.managers[which]
+        epoch = manager.latest_step()
+        if epoch is None:
+            raise WeightsError(f"No {which} checkpoint in {self.directory}; train the run first.")
+        if template is not None:
+            target = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=v.sharding)
+                      for k, v in template.items()}
+        else:  # onto this process's first device, whatever device layout wrote the checkpoint
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device)
+                      for k, v in manager.item_metadata(epoch)["arrays"].items()}
+        restored = manager.restore(epoch, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(target),
+                                                                  meta=ocp.args.JsonRestore()))
+        return dict(restored["arrays"]), dict(restored["meta"])
+
+    def close(self) -> None:
+        for manager in self.managers.values():
+            manager.close()
+
+
+def _save_error(err: Exception, directory: Path, epoch: int, previous: int | None) -> CheckpointSaveError:
+    keep = (f"the checkpoint of epoch {previous} is kept" if previous is not None
+            else "no earlier checkpoint exists")
+    cause = "the disk is full" if _disk_full(err) else f"{type(err).__name__}: {err}"
+    return CheckpointSaveError(
+        f"Saving the checkpoint of epoch {epoch} to {directory} failed ({cause}); {keep}: "
+        "free some space and re-run the same command to resume."
+    )
+
+
+def _disk_full(err: BaseException | None) -> bool:
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def model_state_arrays(params, rest) -> dict[str, Any]:
+    """The model state (parameters and BatchNorm statistics) as one flat dict keyed by nnx path."""
+    return {**flatten(params), **flatten(rest)}
+
+
+def assign_model_state(model, flat: dict[str, Any]) -> None:
+    """Load a flat model-state dict into ``model`` (which may be abstract, from ``nnx.eval_shape``); every
+    variable must be present with its shape."""
+    from flax import nnx
+
+    state = nnx.state(model)
+    current = flatten(state)
+    problems = [k for k in current if k not in flat or tuple(np.shape(flat[k])) != tuple(current[k].shape)]
+    if problems:
+        raise WeightsError(f"The checkpoint does not fit this model at '{problems[0]}' "
+                           f"({len(problems)} mismatches); it was trained with a different configuration.")
+    nnx.update(model, unflatten_like(state, {k: jnp.asarray(flat[k], dtype=current[k].dtype) for k in current}))
+
+
+def load_model_state(run_dir: str | Path, which: str = BEST) -> tuple[int, dict[str, np.ndarray]]:
+    """(epoch, flat model state as numpy) of a run dir's ``best`` or ``latest`` checkpoint."""
+    directory = Path(run_dir).absolute() / "checkpoints"  # orbax refuses relative paths
+    if not (directory / which).is_dir():
+        raise WeightsError(f"{run_dir} holds no {which} checkpoint; train it with `ttlx train` first.")
+    checkpoints = RunCheckpoints(directory)
+    try:
+        arrays, meta = checkpoints.restore(which)
+    finally:
+        checkpoints.close()
+    if which == LATEST:  # the latest step stores the train state; keep its model part
+        arrays = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(("params.", "rest."))}
+    return int(meta["epoch"]), {k: np.asarray(v) for k, v in arrays.items()}
+
+
+def load_run_weights(run_dir: str | Path) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+    """The model config and the best checkpoint's model state of a ttlx run dir.
+
+    Keys are nnx state paths joined with '.' (``layer1.0.conv1.kernel``, ``bn1.mean``, ``fc.kernel``);
+    values are numpy arrays in Flax layout (conv kernels HWIO, dense kernels [in, out]).
+    """
+    config = Path(run_dir) / "config.json"
+    if not config.is_file():
+        raise WeightsError(f"{run_dir} is not a ttlx run dir (no config.json); pass a run dir written by "
+                           "`ttlx train`.")
+    model_cfg = ModelConfig.from_dict(json.loads(config.read_text())["model"])
+    return model_cfg, load_model_state(run_dir, BEST)[1]
+
+
+def encode_json(obj: Any) -> Any:
+    """A data-iterator state made JSON-safe: bytes become {'__bytes__': base64}, numpy scalars plain."""
+    import base64
+
+    if isinstance(obj, bytes):
+        return {"__bytes__": base64.b64encode(obj).decode("ascii")}
+    if isinstance(obj, dict):
+        return {str(k): encode_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [encode_json(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def decode_json(obj: Any) -> Any:
+    """The inverse of :func:`encode_json`."""
+    import base64
+
+    if isinstance(obj, dict):
+        if set(obj) == {"__bytes__"}:
+            return base64.b64decode(obj["__bytes__"])
+        return {k: decode_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [decode_json(v) for v in obj]
+    return obj

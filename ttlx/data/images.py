@@ -1,0 +1,112 @@
+"""Turning a source image into the bounded, re-encoded bytes that a prepared dataset stores."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+WHITE = 255
+
+
+class BadImage(Exception):
+    """An image that cannot be decoded (corrupt, truncated, not an image); the message says why."""
+
+
+def open_source(source, *, shorter_at_least: int = 0, pad_square: bool = False) -> Image.Image:
+    """A loaded PIL image from a path, encoded bytes, a uint8 array or a function returning an array.
+
+    ``shorter_at_least`` lets a JPEG decode at a reduced scale (draft mode) as long as the stored
+    image (after padding to a square when ``pad_square``) keeps at least that many pixels.
+    """
+    if callable(source) and not isinstance(source, np.ndarray):
+        source = source()
+    if isinstance(source, np.ndarray):
+        return Image.fromarray(_as_uint8(source))
+    try:
+        image = Image.open(source if isinstance(source, Path) else io.BytesIO(source))
+        if shorter_at_least and image.format == "JPEG":
+            _draft(image, shorter_at_least, pad_square)
+        image.load()  # decode now: truncated files fail here, not later in training
+    except FileNotFoundError:
+        raise BadImage("file not found") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise BadImage(_reason(err)) from None
+    return image
+
+
+def stored_image(image: Image.Image, *, channels: int, max_size: int, pad_square: bool) -> Image.Image:
+    """Convert to L or RGB, optionally pad to a white square, and shrink the shorter side to max_size."""
+    image = ImageOps.exif_transpose(image)
+    image = to_mode(image, "L" if channels == 1 else "RGB")
+    if pad_square:
+        image = pad_to_square(image)
+    shorter = min(image.size)
+    if max_size and shorter > max_size:
+        scale = max_size / shorter
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.BILINEAR, reducing_gap=3.0)
+    return image
+
+
+def encode(image: Image.Image, encoding: str) -> bytes:
+    buffer = io.BytesIO()
+    if encoding == "jpeg":
+        image.save(buffer, format="JPEG", quality=95)
+    else:
+        image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Grayscale or RGB, scaling 16-bit grayscale (common for x-rays) to 8 bits instead of clipping."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = array.max() or 1.0
+        image = Image.fromarray((array * (255.0 / top)).round().astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = _flatten_alpha(image)
+    return image if image.mode == mode else image.convert(mode)
+
+
+def pad_to_square(image: Image.Image) -> Image.Image:
+    """Centre the image on a white square as wide as its longer side (the reference's HAM10000 input)."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    fill = WHITE if image.mode == "L" else (WHITE, WHITE, WHITE)
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def _draft(image: Image.Image, shorter_at_least: int, pad_square: bool) -> None:
+    width, height = image.size
+    shorter = max(width, height) if pad_square else min(width, height)
+    if shorter > shorter_at_least:
+        scale = shorter_at_least / shorter
+        image.draft(image.mode, (int(np.ceil(width * scale)), int(np.ceil(height * scale))))
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (WHITE, WHITE, WHITE, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _as_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    return np.clip(np.rint(array), 0, 255).astype(np.uint8)
+
+
+def _reason(err: Exception) -> str:
+    text = str(err) or type(err).__name__
+    if "truncated" in text.lower():
+        return "truncated"
+    if "cannot identify image file" in text:
+        return "not an image or corrupt"
+    return text.split(" (")[0][:80]

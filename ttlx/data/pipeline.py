@@ -1,0 +1,240 @@
+"""The grain input pipeline: prepared ArrayRecord datasets to batches of normalised NHWC images.
+
+Every batch is a pure function of its index (record order from the seed and epoch, augmentation
+randomness from the seed and the example's global position), so the batches do not depend on the
+number of worker processes, and resuming only needs the number of batches already consumed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ttlx.data import augment
+from ttlx.data.labels import LabelPolicy, class_weights_from
+from ttlx.data.records import RecordReader
+from ttlx.data.split_files import split_positions
+from ttlx.data.store import Prepared, load_prepared
+from ttlx.errors import DataError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What training needs to know about a prepared dataset."""
+
+    name: str  # canonical registry name
+    classes: tuple[str, ...]  # class names (for multi-label: the findings)
+    multilabel: bool  # True for CheXpert-style multi-hot labels
+    channels: int  # 1 or 3 as stored (the pipeline always yields 3-channel RGB)
+
+
+def _prepared(dataset: str, data_dir: str | Path | None) -> Prepared:
+    from ttlx.registry import datasets
+
+    return load_prepared(datasets.resolve(dataset), data_dir)
+
+
+def dataset_info(dataset: str, data_dir: str | Path | None = None) -> DatasetInfo:
+    """Metadata of a prepared dataset; raises DataError when it is not prepared in ``data_dir``."""
+    prepared = _prepared(dataset, data_dir)
+    return DatasetInfo(prepared.name, prepared.classes, prepared.multilabel, int(prepared.meta["channels"]))
+
+
+def class_weights(dataset: str, data_dir: str | Path | None = None, *, exp: int = 1, sub: int = 100) -> np.ndarray:
+    """Float32 [C]: inverse frequency on the training split, or neg/pos per finding when multi-label."""
+    prepared = _prepared(dataset, data_dir)
+    positions = split_positions(prepared, exp=exp, split="train", sub=sub)
+    policy = LabelPolicy.of(prepared)
+    return class_weights_from(prepared.index["labels"][positions], len(prepared.classes), policy)
+
+
+def split_ids(dataset: str, data_dir: str | Path | None = None, *, exp: int, split: str, sub: int = 100) -> list[str]:
+    """The ids of one split of one repeat, in split-file order (train/val restricted to the --sub subset)."""
+    prepared = _prepared(dataset, data_dir)
+    positions = split_positions(prepared, exp=exp, split=split, sub=sub)
+    return [str(i) for i in prepared.index["ids"][positions]]
+
+
+class _TrainOrder:
+    """Element j of one process: (global position, record) of an endless run of reshuffled epochs."""
+
+    def __init__(self, records: np.ndarray, batch_size: int, shard_index: int, shard_count: int, seed: int):
+        self.records, self.batch_size, self.seed = records, batch_size, seed
+        self.shard_index, self.global_batch = shard_index, batch_size * shard_count
+        self.epoch_length = len(records) // self.global_batch * self.global_batch  # full batches only
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return sys.maxsize // 4  # "forever"; grain only needs a length
+
+    def __getitem__(self, j: int) -> tuple[int, int, float]:
+        batch, row = divmod(int(j), self.batch_size)
+        position = batch * self.global_batch + self.shard_index * self.batch_size + row
+        epoch, k = divmod(position, self.epoch_length)
+        return position, int(self.records[self._permutation(epoch)[k]]), 1.0
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if self._cache is None or self._cache[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._cache = (epoch, rng.permutation(len(self.records)))
+        return self._cache[1]
+
+    def __getstate__(self):
+        return {**self.__dict__, "_cache": None}
+
+
+class _EvalOrder:
+    """Element j of one process: the split in order, padded with masked copies to full batches."""
+
+    def __init__(self, records: np.ndarray, batch_size: int, shard_index: int, shard_count: int, steps: int):
+        self.records, self.batch_size = records, batch_size
+        self.shard_index, self.global_batch, self.steps = shard_index, batch_size * shard_count, steps
+
+    def __len__(self) -> int:
+        return self.steps * self.batch_size
+
+    def __getitem__(self, j: int) -> tuple[int, int, float]:
+        batch, row = divmod(int(j), self.batch_size)
+        position = batch * self.global_batch + self.shard_index * self.batch_size + row
+        if position < len(self.records):
+            return position, int(self.records[position]), 1.0
+        return position, int(self.records[0]), 0.0
+
+
+class _LoadExample:
+    """Read one record, decode and augment its image, and turn its label into the training target."""
+
+    def __init__(self, reader: RecordReader, image_size: int, train: bool, seed: int, policy: LabelPolicy):
+        self.reader, self.train, self.seed, self.policy = reader, train, seed, policy
+        self.transform = augment.train_transform(image_size) if train else augment.eval_transform(image_size)
+
+    def __call__(self, item: tuple[int, int, float]) -> dict:
+        position, record, mask = item
+        data, label, example_id = self.reader.read(record)
+        if self.train:
+            image = self.transform(data, np.random.default_rng([self.seed, position]))
+        else:
+            image = self.transform(data)
+        out = {"image": image, "id": example_id if mask else "", "mask": np.float32(mask)}
+        out.update(self.policy.target(label))
+        return out
+
+
+def _normalize_batch(batch: dict) -> dict:
+    return {**batch, "image": augment.normalize(batch["image"])}
+
+
+class LoaderIterator:
+    """Batches from a position on; ``get_state()`` is {'next_batch': n}, JSON-serialisable."""
+
+    def __init__(self, loader: Loader, next_batch: int = 0):
+        self._loader = loader
+        self._start(next_batch)
+
+    def _start(self, next_batch: int) -> None:
+        self._next = next_batch
+        self._it = iter(self._loader._iter_dataset(next_batch))
+
+    def __iter__(self) -> LoaderIterator:
+        return self
+
+    def __next__(self) -> dict:
+        batch = next(self._it)
+        self._next += 1
+        return batch
+
+    def get_state(self) -> dict:
+        return {"next_batch": self._next}
+
+    def set_state(self, state: dict) -> None:
+        self.close()
+        self._start(int(state["next_batch"]))
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+
+class Loader:
+    """An iterable of batches; ``iter(loader)`` gives an iterator with get_state()/set_state()."""
+
+    def __init__(self, dataset, order, *, num_examples: int, steps_per_epoch: int, num_workers: int):
+        self._dataset, self._order = dataset, order
+        self.num_examples, self.steps_per_epoch, self.num_workers = num_examples, steps_per_epoch, num_workers
+
+    def _iter_dataset(self, start_batch: int):
+        import grain
+
+        dataset = self._dataset[start_batch:] if start_batch else self._dataset
+        threads = min(4, os.cpu_count() or 1)
+        iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
+        if self.num_workers > 0:
+            iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
+        return iter_dataset
+
+    def __iter__(self) -> LoaderIterator:
+        return LoaderIterator(self)
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+
+def make_loader(
+    dataset: str,
+    data_dir: str | Path | None = None,
+    *,
+    exp: int,
+    split: str,
+    sub: int = 100,
+    batch_size: int,
+    image_size: int = 224,
+    train: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> Loader:
+    """Batches of {'image','label','id','mask'[, 'label_mask']} for one split of one repeat.
+
+    Train: shuffled per epoch from ``seed``, RandomResizedCrop(0.08-1) + flip, repeats forever, full
+    batches. Eval: one pass in split order, resize to S*256/224 + centre crop, last batch padded (mask 0).
+    ``batch_size`` is per process: with ``shard_count`` processes a global batch holds
+    ``batch_size * shard_count`` examples and process ``shard_index`` gets its slice of each one.
+    """
+    import grain
+
+    if not 0 <= shard_index < shard_count:
+        raise DataError(f"shard_index must be in 0..{shard_count - 1}, got {shard_index}.")
+    prepared = _prepared(dataset, data_dir)
+    records = split_positions(prepared, exp=exp, split=split, sub=sub)
+    global_batch = batch_size * shard_count
+    if train:
+        steps = len(records) // global_batch
+        if steps == 0:
+            raise DataError(
+                f"The {split} split of '{prepared.name}' (exp {exp}, sub {sub}%) has {len(records)} images, "
+                f"fewer than one batch of {global_batch}; lower --bs."
+            )
+        order = _TrainOrder(records, batch_size, shard_index, shard_count, seed)
+    else:
+        steps = math.ceil(len(records) / global_batch)
+        order = _EvalOrder(records, batch_size, shard_index, shard_count, steps)
+    if num_workers > 0:
+        _allow_grain_workers()
+    load = _LoadExample(RecordReader(prepared.records_dir), image_size, train, seed, LabelPolicy.of(prepared))
+    pipeline = grain.MapDataset.source(order).map(load).batch(batch_size, drop_remainder=True).map(_normalize_batch)
+    return Loader(pipeline, order, num_examples=len(records), steps_per_epoch=steps, num_workers=num_workers)
+
+
+def _allow_grain_workers() -> None:
+    """grain's worker processes read absl flags; outside an absl app (Typer) they must count as parsed."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()

@@ -1,0 +1,238 @@
+"""``ttlx prepare``: scan a dataset, store it as ArrayRecord, write its splits, all or nothing."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import uuid
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttlx.data import builder, store
+from ttlx.data.spec import Catalog, DatasetSpec, check_catalog
+from ttlx.data.split_files import write_all_splits
+from ttlx.errors import ConfigError, DataError
+
+BAD_IMAGE_POLICIES = ("stop", "skip")
+
+
+def prepare_dataset(
+    dataset: str,
+    data_dir: str | Path | None = None,
+    manual_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    splits_from: str | Path | None = None,
+    max_size: int | None = None,
+    on_bad_image: str = "stop",
+    force: bool = False,
+    show_progress: bool = False,
+    **options: Any,
+) -> Path:
+    """Build ``dataset`` under ``<data_dir>/<name>/`` and return that folder.
+
+    Nothing is rebuilt when the folder already holds the dataset prepared with the same settings. The
+    build happens in a hidden sibling folder that replaces the old one only once it is complete, so an
+    interrupted run never leaves a dataset that looks prepared.
+    """
+    from ttlx.registry import datasets
+
+    name = datasets.resolve(dataset)
+    spec: DatasetSpec = datasets.get(name)
+    settings = _settings(name, spec, seed, splits_from, max_size, on_bad_image, options)
+    if manual_dir is not None and not spec.needs_manual_dir:
+        raise ConfigError(f"Dataset '{name}' needs no downloaded files; leave out --manual-dir.")
+    data_dir = store.resolve_data_dir(data_dir)
+    root = data_dir / name
+    if _already_prepared(root, settings, force):
+        return root
+    _refuse_to_overwrite(root, manual_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale(data_dir, name)
+    work = data_dir / f".{name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        work.mkdir()
+        catalog = _scan(name, spec, manual_dir, settings["options"], show_progress)
+        meta = _build(work, name, spec, catalog, settings, show_progress)
+        meta["manual_dir"] = str(manual_dir) if manual_dir is not None else None
+        store.write_marker(work, meta)
+        _swap_in(work, root)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return root
+
+
+def _settings(name, spec, seed, splits_from, max_size, on_bad_image, options) -> dict:
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        accepted = ", ".join(f"--{o.replace('_', '-')}" for o in spec.options)
+        takes = f"it takes {accepted}" if accepted else "it takes no dataset options"
+        given = ", ".join(f"--{o.replace('_', '-')}" for o in unknown)
+        raise ConfigError(f"Dataset '{name}' does not take {given}; {takes}.")
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise ConfigError(f"--on-bad-image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got '{on_bad_image}'.")
+    return {
+        "seed": int(seed),
+        "max_size": int(spec.max_size if max_size is None else max_size),
+        "on_bad_image": on_bad_image,
+        "splits_from": str(Path(splits_from).expanduser().resolve()) if splits_from else None,
+        "options": {**spec.options, **{k: _plain(v) for k, v in options.items()}},
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Option values as JSON keeps them (paths absolute, so a re-run from elsewhere compares equal)."""
+    return str(Path(value).expanduser().resolve()) if isinstance(value, Path) else value
+
+
+def _already_prepared(root: Path, settings: dict, force: bool) -> bool:
+    marker = root / store.MARKER
+    if force or not marker.is_file():
+        return False
+    previous = store.load_prepared(root.name, root.parent).meta.get("settings")
+    if previous == settings:
+        return True
+    changed = sorted(k for k in settings if previous is None or previous.get(k) != settings[k])
+    raise DataError(
+        f"Dataset '{root.name}' is already prepared in {root.parent} with other settings "
+        f"({', '.join(changed)}); pass --force to rebuild it."
+    )
+
+
+def _refuse_to_overwrite(root: Path, manual_dir) -> None:
+    """Never replace a folder ttlx did not make, nor one holding the raw files being read."""
+    if manual_dir is not None and Path(manual_dir).expanduser().resolve().is_relative_to(root.resolve()):
+        raise DataError(
+            f"The manual dir {manual_dir} is inside {root}, which prepare replaces; "
+            "move the downloaded files elsewhere or choose another --data-dir."
+        )
+    if root.is_dir() and not (root / store.MARKER).is_file() and any(root.iterdir()):
+        raise DataError(f"{root} exists and is not a prepared dataset; move it away or choose another --data-dir.")
+
+
+def _scan(name: str, spec: DatasetSpec, manual_dir, options: dict, show_progress: bool) -> Catalog:
+    status = _console().status(f"Reading the list of images of '{name}'") if show_progress else nullcontext()
+    with status:
+        catalog = spec.scan(Path(manual_dir).expanduser() if manual_dir is not None else None, **options)
+    check_catalog(name, catalog)
+    return catalog
+
+
+def _build(work: Path, name: str, spec: DatasetSpec, catalog: Catalog, settings: dict, show_progress: bool) -> dict:
+    with _progress(show_progress, f"Storing {name}", len(catalog.examples)) as advance:
+        result = builder.build_records(
+            work / "records", name, spec, catalog, max_size=settings["max_size"], advance=advance
+        )
+    if result.bad and settings["on_bad_image"] == "stop":
+        listing = ", ".join(f"{file} ({why})" for file, why in result.bad)
+        raise DataError(
+            f"{len(result.bad)} image(s) of '{name}' could not be read: {listing}; replace or remove them, "
+            "or pass --on-bad-image skip to leave them out."
+        )
+    shutil.rmtree(work / "records" / ".dl", ignore_errors=True)
+    examples = [catalog.examples[p] for p in result.written]
+    labels, strata = _label_arrays(spec, examples, len(catalog.classes))
+    store.write_index(work, [e.id for e in examples], labels, [e.group_key for e in examples], strata)
+    _write_skipped(work, result.bad)
+    with _console().status("Writing the split files") if show_progress else nullcontext():
+        summary = write_all_splits(work, spec, catalog.classes, examples, labels, strata, settings)
+    return {
+        "name": name,
+        "description": spec.description,
+        "classes": list(catalog.classes),
+        "multilabel": spec.multilabel,
+        "channels": spec.channels,
+        "encoding": spec.encoding,
+        "seed": settings["seed"],
+        "settings": settings,
+        "records": str(result.records_dir.relative_to(work)),
+        "num_examples": len(examples),
+        "skipped": [{"file": f, "reason": r} for f, r in result.bad],
+        **summary,
+    }
+
+
+def _label_arrays(spec: DatasetSpec, examples, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    if spec.multilabel:
+        labels = np.asarray([e.label for e in examples], dtype=np.int8).reshape(-1, num_classes)
+        frequencies = (labels == 1).sum(axis=0)
+    else:
+        labels = np.asarray([int(e.label) for e in examples], dtype=np.int64)
+        frequencies = np.bincount(labels, minlength=num_classes)
+    strata = np.asarray([spec.stratify_key(e.label, frequencies) for e in examples], dtype=np.int64)
+    return labels, strata
+
+
+def _write_skipped(work: Path, bad: list[tuple[str, str]]) -> None:
+    if bad:
+        with open(work / "skipped.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "reason"])
+            writer.writerows(bad)
+
+
+def _swap_in(work: Path, root: Path) -> None:
+    """Put the finished build at ``root``; an old version is moved aside first and deleted after."""
+    old = None
+    if root.exists():
+        old = root.parent / f".{root.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.rename(root, old)
+    os.rename(work, root)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale(data_dir: Path, name: str) -> None:
+    """Delete leftovers of killed builds of ``name`` (their process is gone)."""
+    for path in data_dir.glob(f".{name}.*-*-*"):
+        pid = path.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+class _progress:
+    """A rich progress bar (or nothing) whose ``advance(n)`` the builder calls per image."""
+
+    def __init__(self, show: bool, title: str, total: int):
+        self.show, self.title, self.total = show, title, total
+
+    def __enter__(self):
+        if not self.show:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=_console(),
+        )
+        self.bar.start()
+        task = self.bar.add_task(self.title, total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.show:
+            self.bar.stop()
+        return False

@@ -1,0 +1,44 @@
+"""Random access to the stored records of a prepared dataset, opened lazily in each process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ttlx.data.builder import RECORDS_SPLIT
+
+
+class RecordReader:
+    """(encoded image, label, id) by record position; pickles as its path so grain workers reopen it."""
+
+    def __init__(self, records_dir: Path):
+        self.records_dir = os.fspath(records_dir)
+        self._source = None
+
+    def __getstate__(self) -> dict:
+        return {"records_dir": self.records_dir, "_source": None}
+
+    def _open(self):
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder_from_directory(self.records_dir)
+        # Skip TFDS's image decoding: the pipeline decodes with PIL at a reduced (draft) scale.
+        return builder.as_data_source(split=RECORDS_SPLIT, decoders={"image": tfds.decode.SkipDecoding()})
+
+    def __len__(self) -> int:
+        if self._source is None:
+            self._source = self._open()
+        return len(self._source)
+
+    def read(self, position: int) -> tuple[bytes, np.ndarray | int, str]:
+        if self._source is None:
+            self._source = self._open()
+        record = self._source[position]
+        example_id = record["id"]
+        return (
+            record["image"],
+            record["label"],
+            example_id.decode() if isinstance(example_id, bytes) else example_id,
+        )

@@ -1,0 +1,108 @@
+"""The on-disk form of a prepared dataset: its completion marker, example index and records."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from ttlx.errors import DataError
+
+MARKER = "prepared.json"  # written last: a dataset folder without it is not prepared
+INDEX = "index.npz"
+FORMAT = 1
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("TTLX_DATA_DIR") or "data")
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A prepared dataset as read back from ``<data_dir>/<name>/``."""
+
+    root: Path
+    meta: dict
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.meta["classes"])
+
+    @property
+    def multilabel(self) -> bool:
+        return bool(self.meta["multilabel"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.meta["seed"])
+
+    @property
+    def records_dir(self) -> Path:
+        return self.root / self.meta["records"]
+
+    @cached_property
+    def index(self) -> dict[str, np.ndarray]:
+        """ids, labels, groups and strata of every stored example, in record order."""
+        with np.load(self.root / INDEX, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+
+    @cached_property
+    def position(self) -> dict[str, int]:
+        return {str(i): n for n, i in enumerate(self.index["ids"])}
+
+    def positions(self, ids: list[str], where: str) -> np.ndarray:
+        """Record positions of ``ids``; unknown ids are a DataError naming ``where`` they came from."""
+        lookup = self.position
+        unknown = [i for i in ids if i not in lookup]
+        if unknown:
+            raise DataError(
+                f"{where} lists {len(unknown)} ids that '{self.name}' does not have (first: {unknown[0]}); "
+                "re-run `ttlx prepare` or fix the split file."
+            )
+        return np.fromiter((lookup[i] for i in ids), dtype=np.int64, count=len(ids))
+
+
+def load_prepared(name: str, data_dir: str | Path | None) -> Prepared:
+    """The prepared dataset ``name`` (canonical) under ``data_dir``, or a DataError saying how to make it."""
+    data_dir = resolve_data_dir(data_dir)
+    root = data_dir / name
+    marker = root / MARKER
+    if not marker.is_file():
+        raise DataError(
+            f"Dataset '{name}' is not prepared in {data_dir}; run `ttlx prepare {name} --data-dir {data_dir}` first."
+        )
+    meta = json.loads(marker.read_text())
+    if meta.get("format") != FORMAT:
+        raise DataError(
+            f"Dataset '{name}' in {data_dir} was prepared by another ttlx version; prepare it with --force."
+        )
+    return Prepared(root, meta)
+
+
+def write_index(root: Path, ids: list[str], labels: np.ndarray, groups: list[str], strata: np.ndarray) -> None:
+    np.savez(
+        root / INDEX,
+        ids=np.asarray(ids, dtype=str),
+        labels=labels,
+        groups=np.asarray(groups, dtype=str),
+        strata=np.asarray(strata, dtype=np.int64),
+    )
+
+
+def write_marker(root: Path, meta: dict) -> None:
+    path = root / MARKER
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, **meta}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,156 @@
+"""Evaluation of a run dir: metrics with bootstrap intervals, a confusion matrix and the model's cost.
+
+``evaluate_run`` rebuilds the run's model from ``config.json``, loads its ``best`` (or ``latest``)
+checkpoint, predicts one split, and writes ``eval_<split>.json`` and ``confusion_<split>.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ttlx.checkpoint import assign_model_state, load_model_state
+from ttlx.config import EvalConfig, ModelConfig, TrainConfig
+from ttlx.errors import ConfigError
+from ttlx.metrics import bootstrap_intervals, classification_metrics, confusion_matrix, probabilities
+from ttlx.run_dir import RunDir, write_json_atomic
+from ttlx.sharding import data_mesh, local_batch_size
+from ttlx.train_step import graph_defs, make_eval_step, model_part, predict
+
+SPLITS = ("train", "val", "test")
+
+
+def evaluate_run(cfg: EvalConfig, *, data=None, console: Console | None = None, show: bool = True) -> dict:
+    """Evaluate one split of a run dir, write ``eval_<split>.json`` and return its content."""
+    from ttlx.train import data_source
+
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"Unknown split '{cfg.split}'; choose one of {', '.join(SPLITS)}.")
+    if cfg.checkpoint not in ("best", "latest"):
+        raise ConfigError(f"Unknown checkpoint '{cfg.checkpoint}'; choose best or latest.")
+    run = RunDir(cfg.run_dir)
+    saved = run.read_config()
+    train_cfg, model_cfg = TrainConfig.from_dict(saved["train"]), ModelConfig.from_dict(saved["model"])
+    data = data or data_source()
+    data_dir = cfg.data_dir or train_cfg.data_dir
+    info = data.dataset_info(train_cfg.dataset, data_dir)
+    model, epoch = load_run_model(run.path, model_cfg, cfg.checkpoint)
+    predictions = predict_split(model, model_cfg, train_cfg, info, cfg, data, data_dir)
+    probs = probabilities(predictions.logits, info.multilabel)
+    result = {
+        "run_dir": str(run.path), "split": cfg.split, "checkpoint": cfg.checkpoint, "epoch": epoch,
+        "dataset": info.name, "classes": list(info.classes), "loss": predictions.loss,
+        **classification_metrics(predictions.labels, probs, info.classes, info.multilabel),
+        "bootstrap": cfg.bootstrap,
+        "ci95": (bootstrap_intervals(predictions.labels, probs, info.classes, info.multilabel,
+                                     resamples=cfg.bootstrap, seed=cfg.seed) if cfg.bootstrap else {}),
+        "cost": cost_columns(model, model_cfg),
+        "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if not info.multilabel:
+        result["confusion_matrix"] = confusion_matrix(predictions.labels, probs).tolist()
+    if jax.process_index() == 0:
+        write_json_atomic(run.path / f"eval_{cfg.split}.json", result)
+        if not info.multilabel:
+            draw_confusion(np.asarray(result["confusion_matrix"]), info.classes,
+                           run.path / f"confusion_{cfg.split}.png", f"{info.name} {cfg.split}")
+        if show:
+            print_result(result, console or Console())
+    return result
+
+
+def load_run_model(run_dir: Path, model_cfg: ModelConfig, which: str):
+    """The run's network with the weights of its ``best`` or ``latest`` checkpoint; returns (model, epoch)."""
+    from flax import nnx
+
+    from ttlx.models import get_architecture
+
+    arch = get_architecture(model_cfg.arch)
+    # an abstract build: every value is replaced by the checkpoint, so a random init would be wasted
+    model = nnx.eval_shape(lambda: arch.build(model_cfg, nnx.Rngs(0)))
+    epoch, flat = load_model_state(run_dir, which)
+    assign_model_state(model, flat)
+    return model, epoch
+
+
+def predict_split(model, model_cfg: ModelConfig, train_cfg: TrainConfig, info, cfg: EvalConfig, data,
+                  data_dir):
+    """Predictions of the model on one split, over all devices."""
+    from flax import nnx
+
+    mesh = data_mesh()
+    devices = mesh.devices.size
+    batch_size = cfg.batch_size or train_cfg.batch_size
+    batch_size = -(-batch_size // devices) * devices  # padding makes any multiple of the devices exact
+    weights = (data.class_weights(train_cfg.dataset, data_dir, exp=train_cfg.exp, sub=train_cfg.sub)
+               if train_cfg.class_weighted else np.ones(len(info.classes), np.float32))
+    _, eval_graph = graph_defs(model, set())
+    step = make_eval_step(eval_graph, weights, info.multilabel, mesh)
+    loader = data.make_loader(train_cfg.dataset, data_dir, exp=train_cfg.exp, split=cfg.split,
+                              sub=train_cfg.sub, batch_size=local_batch_size(batch_size),
+                              image_size=model_cfg.image_size, train=False, seed=train_cfg.seed,
+                              num_workers=train_cfg.num_workers, shard_index=jax.process_index(),
+                              shard_count=jax.process_count())
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    state = jax.device_put(model_part({"params": params, "rest": rest}), jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec()))
+    return predict(step, state, loader, mesh)
+
+
+def cost_columns(model, model_cfg: ModelConfig) -> dict[str, Any]:
+    """Parameters (whole model and backbone) and, from ``ttlx.models.cost``, GMACs and latency."""
+    from flax import nnx
+
+    classifier = getattr(model, "classifier_key", None)
+    params = nnx.state(model, nnx.Param)
+    total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    head_params = params[classifier] if classifier in params else {}
+    head = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(head_params))
+    cost = {"params": total, "params_backbone": total - head, "gmacs": None, "gmacs_ptflops": None,
+            "latency_ms": None}
+    try:  # COST CALL SITE: ttlx.models.cost is written by another part of the project
+        from ttlx.models.cost import model_cost
+    except ImportError:
+        return cost
+    measured = model_cost(model_cfg, model=model)
+    for key in ("gmacs", "gmacs_ptflops", "latency_ms"):
+        cost[key] = measured.get(key)
+    return cost
+
+
+def draw_confusion(matrix: np.ndarray, classes, path: Path, title: str) -> None:
+    from ttlx.figures import confusion_matrix_figure
+
+    confusion_matrix_figure(matrix, list(classes), path, title)
+
+
+def print_result(result: dict, console: Console) -> None:
+    """A rich table of the summary metrics with their intervals, then per-class values and the cost."""
+    table = Table(title=f"{result['dataset']} {result['split']} ({result['checkpoint']} checkpoint, epoch "
+                        f"{result['epoch']}, {result['num_examples']} images)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for key in ("accuracy", "balanced_accuracy", "auroc", "auprc", "auprc_trapz"):
+        low_high = result["ci95"].get(key)
+        interval = f"{low_high[0]:.4f} - {low_high[1]:.4f}" if low_high else ""
+        table.add_row(key, f"{result[key]:.4f}", interval)
+    console.print(table)
+    classes = Table(title="per class")
+    for column in ("class", "support", "auroc", "auprc", "auprc_trapz"):
+        classes.add_column(column, justify="left" if column == "class" else "right")
+    for name, values in result["per_class"].items():
+        classes.add_row(name, str(values["support"]),
+                        *(f"{values[k]:.4f}" for k in ("auroc", "auprc", "auprc_trapz")))
+    console.print(classes)
+    cost = result["cost"]
+    parts = [f"params {cost['params']:,} (backbone {cost['params_backbone']:,})"]
+    parts += [f"{key} {cost[key]:.3f}" for key in ("gmacs", "gmacs_ptflops", "latency_ms")
+              if cost[key] is not None]
+    console.print("cost: " + ", ".join(parts))

@@ -1,0 +1,254 @@
+"""Where pretrained weights come from and how they reach a (truncated) model.
+
+A source is ``"random"``, a named variant of the architecture (``"imagenet"``, ``"imagenet-v2"``, or a name
+given to ``ttlx weights convert``), a torchvision-format ``.safetensors``/``.pth`` file, a ttlx run dir,
+or an in-memory state dict. Named variants are converted once into the cache
+(``$TTLX_CACHE_DIR/weights/<arch>/<name>.safetensors``, Flax layout) and read from there afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttlx.config import ModelConfig
+from ttlx.errors import WeightsError
+from ttlx.models import convert
+from ttlx.models.architecture import Architecture
+from ttlx.models.download import cache_dir, download, torchvision_hash_prefix, verify
+
+FLAX_FORMAT = "ttlx-flax-nnx-1"  # metadata tag of files already in the Flax layout
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+_REFERENCE_SHAPES: dict[tuple[str, str], dict[str, tuple]] = {}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved ``pretrained`` argument: kind is random, named, file, run or mapping."""
+
+    kind: str
+    value: Any = None
+    label: str = ""
+
+
+@dataclass
+class SourceWeights:
+    """Flat Flax weights read from a source, with the config of the run that wrote them, if any."""
+
+    flat: dict[str, np.ndarray]
+    origin: str
+    run_config: ModelConfig | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def converted_path(arch_name: str, name: str) -> Path:
+    return cache_dir() / "weights" / arch_name / f"{name}.safetensors"
+
+
+def cached_names(arch_name: str) -> list[str]:
+    folder = cache_dir() / "weights" / arch_name
+    return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def source_names(arch: Architecture) -> list[str]:
+    return sorted(set(arch.weights) | set(cached_names(arch.name)))
+
+
+def resolve_source(arch: Architecture, source: Any) -> Source:
+    """Check a ``pretrained`` argument without reading weights; raise one sentence naming valid choices."""
+    if source is None or source == "random":
+        return Source("random")
+    if isinstance(source, Mapping):
+        return Source("mapping", source, "the given state dict")
+    name = str(source)
+    if name in source_names(arch):
+        return Source("named", name, f"the {name} weights of {arch.name}")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise WeightsError(f"{path} is a folder but not a ttlx run dir (it has no config.json); "
+                               f"give a run dir, a .safetensors/.pth file or a source name.")
+        return Source("run", path, f"the run dir {path}")
+    if path.is_file():
+        return Source("file", path, str(path))
+    if path.suffix in WEIGHT_SUFFIXES or "/" in name:
+        raise WeightsError(f"The weights file {path} does not exist; check the path.")
+    choices = ", ".join([*source_names(arch), "random"])
+    raise WeightsError(f"Unknown pretrained source '{name}' for {arch.name}; choose {choices}, a "
+                       f".safetensors/.pth file or a ttlx run dir.")
+
+
+def read_file(path: Path) -> SourceWeights:
+    """Flat Flax weights from a torchvision-format or already converted file."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+        from safetensors.numpy import load_file
+
+        try:
+            with safe_open(str(path), "np") as handle:
+                metadata = dict(handle.metadata() or {})
+            tensors = load_file(str(path))
+        except SafetensorError as err:
+            raise WeightsError(f"{path} is truncated or corrupt ({err}); download it again.") from None
+    else:
+        from ttlx.models.torchfile import load_torch_file
+
+        tensors, metadata = load_torch_file(path), {}
+    flat = tensors if metadata.get("format") == FLAX_FORMAT else convert.from_torchvision(tensors)
+    return SourceWeights(flat, str(path), metadata=metadata)
+
+
+def read_run_dir(path: Path) -> SourceWeights:
+    from ttlx.checkpoint import load_run_weights
+
+    run_config, flat = load_run_weights(path)
+    return SourceWeights({k: np.asarray(v) for k, v in flat.items()}, f"the run dir {path}", run_config)
+
+
+def read_source(arch: Architecture, source: Source) -> SourceWeights | None:
+    if source.kind == "random":
+        return None
+    if source.kind == "mapping":
+        return SourceWeights(convert.from_torchvision(source.value), source.label)
+    if source.kind == "run":
+        return read_run_dir(source.value)
+    if source.kind == "file":
+        return read_file(source.value)
+    path = converted_path(arch.name, source.value)
+    if not path.exists():
+        fetch(arch, source.value)
+    weights = read_file(path)
+    weights.origin = source.label
+    return weights
+
+
+def reference_shapes(arch: Architecture, model=None, cfg: ModelConfig | None = None) -> dict[str, tuple]:
+    """Shapes of the whole full-width backbone (no head), found once per architecture and process.
+
+    A whole, unslimmed ``model`` is its own reference; otherwise the backbone is traced abstractly.
+    """
+    key = (arch.name, type(arch).__qualname__)
+    if key in _REFERENCE_SHAPES:
+        return _REFERENCE_SHAPES[key]
+    whole = cfg is not None and (cfg.layerwise, cfg.trunc, cfg.slim_from) == (False, -1, None)
+    if model is not None and whole:
+        head = arch.classifier_key + "."
+        shapes = {k: s for k, s in convert.variable_shapes(model).items() if not k.startswith(head)}
+    else:
+        from flax import nnx
+
+        full = ModelConfig(arch=arch.name, trunc=-1, head=None, num_classes=1000)
+        shapes = convert.variable_shapes(nnx.eval_shape(lambda: arch.build(full, nnx.Rngs(0))))
+    _REFERENCE_SHAPES[key] = shapes
+    return shapes
+
+
+def describe(cfg: ModelConfig) -> str:
+    """How a config cuts its network, in words: ``resnet50 cut at block-wise point 2``, ``resnet50 uncut``."""
+    if cfg.layerwise:
+        where = f"cut at layer-wise point {cfg.trunc}"
+    else:
+        where = "uncut" if cfg.trunc == -1 else f"cut at block-wise point {cfg.trunc}"
+    slim = f", slimmed 1/{cfg.slim_factor} from stage {cfg.slim_from}" if cfg.slim_from is not None else ""
+    return f"{cfg.arch} {where}{slim}"
+
+
+def check_architecture(weights: SourceWeights, cfg: ModelConfig) -> str:
+    """Refuse weights labelled with another architecture; return the origin, naming the run's cut if any."""
+    run = weights.run_config
+    labelled = run.arch if run is not None else weights.metadata.get("arch", cfg.arch)
+    if labelled != cfg.arch:
+        kind = "run" if run is not None else "weights file"
+        raise WeightsError(f"{weights.origin} holds {labelled} weights, which cannot initialise {cfg.arch}; "
+                           f"pick a {cfg.arch} {kind} or another pretrained source.")
+    return weights.origin if run is None else f"{weights.origin} ({describe(run)})"
+
+
+def read_weights(arch: Architecture, cfg: ModelConfig, source: Any) -> SourceWeights | None:
+    """Read and check ``source`` for ``cfg`` before any network is built (so a bad source fails fast)."""
+    if isinstance(source, SourceWeights):
+        return source
+    weights = read_source(arch, resolve_source(arch, source))
+    if weights is not None:
+        check_architecture(weights, cfg)
+    return weights
+
+
+def load_pretrained(model, arch: Architecture, cfg: ModelConfig, source: Any) -> convert.MergePlan | None:
+    """Load ``source`` (or weights from :func:`read_weights`) into the kept part of ``model`` strictly;
+    return what was loaded and dropped."""
+    weights = read_weights(arch, cfg, source)
+    if weights is None:
+        return None
+    origin = check_architecture(weights, cfg)
+    run = weights.run_config
+    same_slim = run is not None and (run.slim_from, run.slim_factor) == (cfg.slim_from, cfg.slim_factor)
+    reference = reference_shapes(arch, model, cfg)
+    slimmed = frozenset() if cfg.slim_from is None or same_slim else convert.slimmed_keys(model, reference)
+    return convert.merge(model, weights.flat, reference, classifier_key=arch.classifier_key, origin=origin,
+                         target=describe(cfg), slimmed=slimmed)
+
+
+def convert_file(arch: Architecture, path: Path, name: str | None = None) -> Path:
+    """Check a torchvision-format file against the whole architecture and cache it in the Flax layout."""
+    from safetensors.numpy import save_file
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"The weights file {path} does not exist; check the path.")
+    name = name or known_source_of(arch, path.name) or "imagenet"
+    if name == "random":
+        raise WeightsError("'random' names no weights; give another --source name.")
+    if path.name in torchvision_files(arch) and torchvision_hash_prefix(path.name):
+        verify(path, torchvision_hash_prefix(path.name), f"The torchvision file {path}", delete=False)
+    weights = read_file(path)
+    reference = reference_shapes(arch)
+    plan = convert.plan_merge(reference, weights.flat, reference, classifier_key=arch.classifier_key)
+    if plan.problems:
+        full = describe(ModelConfig(arch=arch.name))
+        raise WeightsError(convert.mismatch_message(plan, str(path), full, len(weights.flat)))
+    target = converted_path(arch.name, name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in weights.flat.items()}, str(partial),
+              metadata={"format": FLAX_FORMAT, "arch": arch.name, "source": name, "origin": path.name})
+    partial.replace(target)
+    return target
+
+
+def torchvision_files(arch: Architecture) -> dict[str, str]:
+    """File name of each torchvision URL of ``arch`` -> source name."""
+    return {hub.torchvision_url.rsplit("/", 1)[-1]: name for name, hub in arch.weights.items()
+            if hub.torchvision_url}
+
+
+def known_source_of(arch: Architecture, filename: str) -> str | None:
+    return torchvision_files(arch).get(filename)
+
+
+def fetch(arch: Architecture, source: str = "imagenet", *, force: bool = False) -> Path:
+    """Download (hub, else torchvision), verify and convert the ``source`` weights; return the cached file."""
+    if not arch.weights:
+        raise WeightsError(f"{arch.name} has no downloadable weights; use --pretrained random, a weights "
+                           f"file or a ttlx run dir.")
+    if source not in arch.weights:
+        choices = ", ".join(sorted(arch.weights))
+        raise WeightsError(f"{arch.name} has no downloadable '{source}' weights; choose {choices}.")
+    target = converted_path(arch.name, source)
+    if target.exists() and not force:
+        return target
+    return convert_file(arch, download(arch.name, source, arch.weights[source]), source)
+
+
+def weights_rows(arch: Architecture) -> list[dict[str, Any]]:
+    """One row per named source of ``arch``: where it comes from and whether it is cached."""
+    rows = []
+    for name in source_names(arch):
+        hub = arch.weights.get(name)
+        rows.append({"model": arch.name, "source": name, "hub": hub.repo_id if hub else "(converted locally)",
+                     "top1": hub.top1 if hub else None, "cached": converted_path(arch.name, name).exists()})
+    return rows

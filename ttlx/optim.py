@@ -1,0 +1,46 @@
+"""The optimizer: torch-style Adam per parameter group, with the learning rate as injected state.
+
+Groups: 'head' (the new classifier) at the learning rate, 'backbone' at the learning rate divided by
+``ptl_decay``, 'frozen' (LWFT) with no update and no Adam moments. The learning rate lives in the
+optimizer state (``optax.inject_hyperparams``) so the epoch-level plateau tracker can set it without
+recompiling the train step, and a checkpoint of the state holds it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def adam(learning_rate, weight_decay: float) -> optax.GradientTransformation:
+    """torch.optim.Adam: weight decay is L2 added to the gradient (not decoupled as in AdamW)."""
+    tx = optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+    return optax.chain(optax.add_decayed_weights(weight_decay), tx) if weight_decay else tx
+
+
+def make_optimizer(labels, *, lr: float, ptl_decay: float = 1.0, weight_decay: float = 0.0
+                   ) -> optax.GradientTransformation:
+    """Adam over the labelled parameter groups (see :func:`ttlx.freeze.param_labels`)."""
+    present = set(jax.tree.leaves(labels))
+
+    def groups(learning_rate):
+        transforms = {
+            "head": adam(learning_rate, weight_decay),
+            "backbone": adam(learning_rate / ptl_decay, weight_decay),
+            "frozen": optax.set_to_zero(),
+        }
+        return optax.multi_transform({k: v for k, v in transforms.items() if k in present}, labels)
+
+    return optax.inject_hyperparams(groups)(learning_rate=lr)
+
+
+def learning_rate(opt_state) -> float:
+    return float(opt_state.hyperparams["learning_rate"])
+
+
+def with_learning_rate(opt_state, lr: float):
+    """The optimizer state with a new learning rate (same dtype and sharding, so no recompilation)."""
+    old = opt_state.hyperparams["learning_rate"]
+    new = jax.device_put(jnp.asarray(lr, dtype=old.dtype), old.sharding)
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": new})

@@ -1,0 +1,187 @@
+"""Speed settings: JAX's persistent compilation cache, glibc's allocator, XLA:CPU flags, fast 1x1 convs.
+
+None of these change what is computed. ``configure_process()`` is meant to run once at the start of a
+command that compiles (before JAX starts its threads); ``conv_general_dilated`` is a drop-in for the
+function ``nnx.Conv`` calls. Measurements behind each choice are in ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import jax
+from jax import lax
+
+CACHE_ENV = "TTLX_COMPILATION_CACHE"  # a directory, or 0/off/false to disable the cache
+CACHE_MAX_BYTES = 4 * 2**30  # least recently used programs are evicted beyond this
+MALLOC_ENV = "TTLX_TUNE_MALLOC"  # 0/off/false keeps glibc's default allocator behaviour
+_OFF = ("0", "off", "false", "no")
+
+# XLA:CPU flags per jaxlib version they were measured on. jaxlib 0.10.2 runs YNNPACK's convolutions on
+# one thread (a 3x3 conv takes 37 ms on one core and on two); without them XLA's own convolutions use
+# every core and a ResNet50 step at batch 16 on 2 cores is 8% faster. Unknown flags abort XLA at
+# start-up, hence the exact version list.
+XLA_CPU_FLAGS = {"0.10.2": ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)}
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+
+
+def compilation_cache_dir() -> Path | None:
+    """``$TTLX_COMPILATION_CACHE``, else ``<ttlx cache dir>/jax-compilation``; None when disabled."""
+    value = os.environ.get(CACHE_ENV, "")
+    if value.lower() in _OFF:
+        return None
+    if value:
+        return Path(value).expanduser()
+    from ttlx.models.download import cache_dir
+
+    return cache_dir() / "jax-compilation"
+
+
+def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
+    """Keep compiled XLA programs on disk so a second run of the same step skips most of its compile.
+
+    Must run before the first compilation of the process (JAX fixes its cache at the first compile).
+    Returns the cache directory, or None when disabled through ``$TTLX_COMPILATION_CACHE``.
+    """
+    folder = Path(path).expanduser() if path is not None else compilation_cache_dir()
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    if importlib.util.find_spec("filelock") is not None:  # JAX's eviction needs it (huggingface_hub has it)
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    return folder
+
+
+def tune_malloc() -> bool:
+    """Make glibc keep freed memory in the process: one arena, no mmap'd blocks, no trimming.
+
+    Why: XLA:CPU allocates each step's temporary buffers afresh; glibc serves big blocks with mmap and
+    hands them back on free, so every step page-faults its whole working set again (about 400,000
+    faults, 0.8 s of CPU, in a ResNet50 step at batch 16, 224 px). Call it before JAX creates its
+    threads: a thread keeps the arena it first used. Returns False where it does not apply.
+    """
+    if sys.platform != "linux" or os.environ.get(MALLOC_ENV, "").lower() in _OFF:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only (musl has no mallopt tunables)
+    except (OSError, AttributeError):
+        return False
+    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+    return all(libc.mallopt(param, value) == 1 for param, value in settings)
+
+
+def set_xla_cpu_flags() -> list[str]:
+    """Add this jaxlib's entry of :data:`XLA_CPU_FLAGS` to ``$XLA_FLAGS``; returns the flags added.
+
+    Takes effect only before JAX starts its backends. A flag already named in ``$XLA_FLAGS`` is left
+    as the user set it. Nothing is added where an accelerator plugin is installed: the flags only
+    matter on CPU, and a plugin parses ``$XLA_FLAGS`` with its own list of known flags.
+    """
+    import jaxlib
+
+    if _accelerator_plugin_installed():
+        return []
+    current = os.environ.get("XLA_FLAGS", "")
+    added = [flag for flag in XLA_CPU_FLAGS.get(jaxlib.__version__, ())
+             if flag.split("=", 1)[0] not in current]
+    if added:
+        os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
+    return added
+
+
+def _accelerator_plugin_installed() -> bool:
+    from importlib import metadata
+
+    prefixes = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "libtpu")
+    return any((dist.metadata["Name"] or "").lower().startswith(prefixes) for dist in metadata.distributions())
+
+
+def configure_process() -> dict:
+    """Apply every process-level setting; returns what was applied (for logs and benchmark records)."""
+    malloc = tune_malloc()
+    flags = set_xla_cpu_flags()
+    cache = enable_compilation_cache()
+    return {"malloc_tuned": malloc, "xla_flags": flags, "compilation_cache": str(cache) if cache else None}
+
+
+# --- 1x1 convolutions as dots ------------------------------------------------------------------------
+
+
+@jax.custom_vjp
+def pointwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A 1x1, stride-1, unpadded convolution of NHWC ``x`` with a [C, D] ``kernel``, as one dot."""
+    return lax.dot_general(x, kernel, (((3,), (0,)), ((), ())))
+
+
+def _pointwise_fwd(x, kernel):
+    return pointwise_conv(x, kernel), (x, kernel)
+
+
+def _pointwise_bwd(residuals, grad):
+    # Both gradients as plain row-major dots over the (N*H*W) rows. Left to autodiff of a convolution,
+    # XLA:CPU transposes activations to [C, H, W, N] for the kernel gradient (and re-computes the
+    # preceding BatchNorm inside that transpose), which cost a third of a ResNet50 training step.
+    x, kernel = residuals
+    rows_x = x.reshape(-1, x.shape[-1])
+    rows_grad = grad.reshape(-1, grad.shape[-1])
+    grad_x = lax.dot_general(rows_grad, kernel, (((1,), (1,)), ((), ()))).reshape(x.shape)
+    grad_kernel = lax.dot_general(rows_x, rows_grad, (((0,), (0,)), ((), ())))
+    return grad_x, grad_kernel.astype(kernel.dtype)
+
+
+pointwise_conv.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
+def _is_plain_pointwise(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                        feature_group_count, extra: dict) -> bool:
+    """A 1x1 NHWC/HWIO convolution with no padding, dilation, groups or extra options."""
+    if lhs.ndim != 4 or rhs.shape[:2] != (1, 1) or feature_group_count != 1 or any(extra.values()):
+        return False
+    if isinstance(padding, str) or any(tuple(p) != (0, 0) for p in padding):
+        return False
+    if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
+        return False
+    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+    return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+    """``lax.conv_general_dilated`` (the signature ``nnx.Conv`` calls), with 1x1 convs as dots on CPU.
+
+    Same sums, same result up to float rounding order; other convolutions and other backends
+    (cuDNN on GPU) go to ``lax.conv_general_dilated`` unchanged.
+    """
+    extra = {"precision": precision, **kwargs}
+    if jax.default_backend() == "cpu" and _is_plain_pointwise(
+            lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, extra):
+        strides = tuple(window_strides)
+        if strides != (1, 1):
+            lhs = lhs[:, :: strides[0], :: strides[1], :]
+        return pointwise_conv(lhs, rhs[0, 0])
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                    rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                    feature_group_count=feature_group_count, precision=precision, **kwargs)
+
+
+def use_fast_convolutions(model) -> int:
+    """Point every ``nnx.Conv`` of ``model`` at :func:`conv_general_dilated`; returns how many changed.
+
+    For models built before ``ttlx.models.layers.conv`` passes the function itself.
+    """
+    from flax import nnx
+
+    changed = 0
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, nnx.Conv) and module.conv_general_dilated is not conv_general_dilated:
+            module.conv_general_dilated = conv_general_dilated
+            changed += 1
+    return changed

@@ -1,0 +1,229 @@
+"""Grids of train+eval runs: expansion and checking of the grid, the sweep dir, and the launchers.
+
+A grid names methods (``ftl``, ``ttl``, ``lwft``, ``tf``), their points, repeats (``exp``) and subsets
+(``sub``); every other option is a :class:`TrainConfig` field shared by all runs. Each run is an ordinary
+run dir under ``<sweep dir>/runs/`` named like ``ttlx train`` names it, so re-running a sweep skips
+finished runs and resumes unfinished ones. The grid is saved as ``grid.json``; a sweep dir refuses a
+different grid. Launchers call Python functions (never shell strings built from user input).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttlx.config import EvalConfig, TrainConfig
+from ttlx.errors import ConfigError
+
+METHODS = ("ftl", "ttl", "lwft", "tf")
+GRID_FILE = "grid.json"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What a sweep varies and what it shares."""
+
+    dataset: str
+    model: str = "resnet50"
+    methods: tuple[str, ...] = ("ttl",)
+    trunc: tuple[int, ...] = (-1, 1, 2, 3)
+    layerwise: tuple[int, ...] = ()
+    freeze: tuple[int, ...] = (0, 1)
+    slim_from: tuple[int, ...] = (3,)
+    exp: tuple[int, ...] = (1, 2, 3)
+    sub: tuple[int, ...] = (100,)
+    base: dict[str, Any] = field(default_factory=dict)  # other TrainConfig fields, the same for every run
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a grid: its method label and full training config."""
+
+    method: str
+    point: str
+    config: TrainConfig
+
+
+def grid_from_dict(data: dict[str, Any]) -> Grid:
+    """A grid from a TOML/JSON mapping; unknown keys that are TrainConfig fields go to ``base``."""
+    names = {f.name for f in dataclasses.fields(Grid)} - {"base"}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values, base = {}, dict(data.get("base", {}))
+    for key, value in data.items():
+        key = key.replace("-", "_")
+        if key == "base":
+            continue
+        if key in names:
+            values[key] = tuple(value) if isinstance(value, list) else value
+        elif key in train_fields:
+            base[key] = value
+        else:
+            raise ConfigError(f"Unknown grid key '{key}'; use one of {', '.join(sorted(names | train_fields))}.")
+    if "dataset" not in values:
+        raise ConfigError("The grid names no dataset; add dataset = \"...\".")
+    return Grid(**values, base=base)
+
+
+def expand(grid: Grid) -> list[RunSpec]:
+    """Every run of the grid, checked against the model before any run starts."""
+    from ttlx.models import get_architecture
+
+    unknown = [m for m in grid.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"Unknown method '{unknown[0]}' in the grid; choose from {', '.join(METHODS)}.")
+    arch = get_architecture(grid.model)
+    points = method_points(grid, arch)
+    specs = []
+    for method, point, overrides in points:
+        for exp in grid.exp:
+            for sub in grid.sub:
+                values = {**grid.base, "dataset": grid.dataset, "model": grid.model, "exp": exp, "sub": sub,
+                          **overrides}
+                specs.append(RunSpec(method, point, TrainConfig(**values)))
+    return specs
+
+
+def method_points(grid: Grid, arch) -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, point label, TrainConfig overrides) for every method and point of the grid."""
+    out = []
+    for method in grid.methods:
+        if method == "ftl":
+            out.append(("ftl", "full", {"trunc": -1}))
+        elif method == "ttl":
+            out += [(_check_block(arch, t, "ttl"), f"t{t}", {"trunc": t}) for t in grid.trunc]
+            out += [(_check_layer(arch, n), f"lw{n}", {"trunc": n, "layerwise": True}) for n in grid.layerwise]
+        elif method == "lwft":
+            out += [("lwft", f"freeze{k}", {"trunc": -1, "freeze_until": _check_freeze(arch, k)})
+                    for k in grid.freeze]
+        elif method == "tf":
+            out += [("tf", f"slim{s}", {"trunc": -1, "slim_from": _check_slim(arch, s)}) for s in grid.slim_from]
+    return out
+
+
+def _check_block(arch, point: int, method: str) -> str:
+    if point not in arch.block_points:
+        valid = ", ".join(str(p) for p in arch.block_points)
+        raise ConfigError(f"The grid names truncation point {point}, which {arch.name} lacks; use {valid}.")
+    return "ftl" if point == -1 else method
+
+
+def _check_layer(arch, point: int) -> str:
+    if point not in arch.layer_points():
+        raise ConfigError(f"The grid names layer-wise point {point}, which {arch.name} lacks; use 0..{arch.num_units}.")
+    return "ttl"
+
+
+def _check_freeze(arch, k: int) -> int:
+    valid = [0, *(p for p in arch.block_points if p > 0)]
+    if k not in valid:
+        raise ConfigError(f"The grid freezes up to block {k}, which {arch.name} lacks; use one of "
+                          f"{', '.join(str(v) for v in valid)}.")
+    return k
+
+
+def _check_slim(arch, stage: int) -> int:
+    if stage not in arch.slim_stages:
+        valid = ", ".join(str(s) for s in arch.slim_stages)
+        raise ConfigError(f"The grid slims from stage {stage}, which {arch.name} lacks; use {valid}.")
+    return stage
+
+
+def open_sweep_dir(path: Path, grid: Grid) -> None:
+    """Create the sweep dir with its grid, or check that an existing one holds the same grid."""
+    record = path / GRID_FILE
+    wanted = json.loads(json.dumps(grid.to_dict()))  # tuples become lists, as in the saved file
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if saved != wanted:
+            changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+            raise ConfigError(f"{path} holds a sweep of another grid (differs in {', '.join(changed)}); "
+                              "results of two grids would mix, so choose another --out.")
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+
+
+def place_runs(specs: list[RunSpec], sweep_dir: Path) -> list[RunSpec]:
+    """Point every run's workdir into ``<sweep dir>/runs/`` with the name ``ttlx train`` would give it."""
+    from ttlx.run_dir import run_name
+    from ttlx.train import data_source, resolve_model
+
+    data = data_source()
+    placed = []
+    for spec in specs:
+        info = data.dataset_info(spec.config.dataset, spec.config.data_dir)
+        _, model_cfg = resolve_model(spec.config, len(info.classes))
+        workdir = sweep_dir / "runs" / run_name(spec.config, model_cfg)
+        placed.append(dataclasses.replace(spec, config=dataclasses.replace(spec.config, workdir=str(workdir))))
+    return placed
+
+
+def run_one(config: dict[str, Any], bootstrap: int = 1000) -> dict[str, Any]:
+    """Train (or resume) one run and evaluate it on test; skip what is already done. Picklable for submitit."""
+    from ttlx.evaluate import evaluate_run
+    from ttlx.run_dir import RunDir
+    from ttlx.train import train
+
+    cfg = TrainConfig.from_dict(config)
+    run = RunDir(cfg.workdir)
+    if not run.finished():
+        train(cfg, progress=False)
+    if not (run.path / "eval_test.json").is_file():
+        evaluate_run(EvalConfig(run_dir=str(run.path), bootstrap=bootstrap), show=False)
+    return {"run_dir": str(run.path), "status": "done"}
+
+
+def parse_int_list(text: str, option: str) -> tuple[int, ...]:
+    """``"-1,1,2,3"`` or ``"0..16"`` (inclusive) or a mix, as a tuple of ints."""
+    values: list[int] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            if ".." in part:
+                low, high = (int(v) for v in part.split(".."))
+                values.extend(range(low, high + 1))
+            else:
+                values.append(int(part))
+        except ValueError:
+            raise ConfigError(f"{option} takes integers like 1,2,3 or 0..16, not '{part}'.") from None
+    return tuple(values)
+
+
+def run_sweep(grid: Grid, out: str | Path, *, launch, probe: bool = False, report=None) -> dict[str, Any]:
+    """Check the grid, run what is not done yet through ``launch(specs)``, and write the summary."""
+    from ttlx.sweep_summary import write_summary
+
+    specs = expand(grid)  # raises before any run starts
+    sweep_dir = Path(out)
+    open_sweep_dir(sweep_dir, grid)
+    if probe:
+        write_probe_ranking(grid, sweep_dir)
+    specs = place_runs(specs, sweep_dir)
+    failures = launch(specs)
+    rows = write_summary(sweep_dir)
+    return {"sweep_dir": str(sweep_dir), "runs": len(specs), "failures": failures, "rows": rows}
+
+
+def write_probe_ranking(grid: Grid, sweep_dir: Path) -> list[dict[str, Any]]:
+    """Rank the grid's block-wise and layer-wise points with linear probes (``probe.json``)."""
+    from ttlx.analysis.probe import probe_dataset, write_probe
+
+    base = grid.base
+    options = dict(data_dir=base.get("data_dir"), exp=grid.exp[0], sub=grid.sub[0],
+                   image_size=base.get("image_size", 224), seed=base.get("seed", 0))
+    pretrained = base.get("pretrained", "imagenet")
+    rows = probe_dataset(grid.dataset, grid.model, pretrained, points=list(grid.trunc), **options)
+    if grid.layerwise:
+        rows += probe_dataset(grid.dataset, grid.model, pretrained, points=list(grid.layerwise),
+                              layerwise=True, **options)
+    rows.sort(key=lambda r: -r["probe_auroc"] if r["probe_auroc"] == r["probe_auroc"] else math.inf)
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    write_probe(rows, sweep_dir)
+    return rows

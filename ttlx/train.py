@@ -1,0 +1,246 @@
+"""The training loop: the paper's recipe over all devices, resumable from the latest checkpoint.
+
+``train(cfg)`` resolves the dataset and model, opens (or resumes) the run dir, and runs epochs of jit
+steps until the plateau tracker's learning rate falls below ``cfg.min_lr`` or ``cfg.max_epoch`` is
+reached. After every epoch it validates, steps the plateau tracker, saves ``best`` (lowest validation
+loss) and ``latest``, appends to ``metrics.jsonl`` and redraws ``train_curves.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from ttlx import checkpoint as ckpt
+from ttlx.config import ModelConfig, TrainConfig
+from ttlx.errors import ConfigError, DataError, UserError
+from ttlx.freeze import frozen_paths, param_labels
+from ttlx.metrics import epoch_metrics, probabilities
+from ttlx.optim import make_optimizer, with_learning_rate
+from ttlx.progress import TrainProgress
+from ttlx.run_dir import CURVES, RunDir, default_workdir, open_run_on_all_hosts, refuse_finished
+from ttlx.schedule import PlateauTracker
+from ttlx.sharding import check_batch_size, data_mesh, local_batch_size, shard_batch
+from ttlx.train_step import Steps, init_state, make_steps, model_part, predict
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def data_source():
+    """The data layer's functions (``dataset_info``, ``class_weights``, ``make_loader``)."""
+    from ttlx.data import pipeline
+
+    return pipeline
+
+
+def resolve_model(cfg: TrainConfig, num_classes: int):
+    """(architecture, ModelConfig) for a training config; training needs a classifier head."""
+    from ttlx.models import resolve_config
+
+    if cfg.head in (None, "none"):
+        raise ConfigError("Training needs a classifier head; choose --head pool or --head flatten.")
+    return resolve_config(cfg.model, cfg.trunc, layerwise=cfg.layerwise, head=cfg.head,
+                          num_classes=num_classes, image_size=cfg.image_size, slim_from=cfg.slim_from,
+                          slim_factor=cfg.slim_factor, dtype=cfg.dtype)
+
+
+def plan_run(cfg: TrainConfig, data):
+    """(dataset info, architecture, ModelConfig, run dir) of a training config."""
+    info = data.dataset_info(cfg.dataset, cfg.data_dir)
+    arch, model_cfg = resolve_model(cfg, len(info.classes))
+    path = Path(cfg.workdir) if cfg.workdir else default_workdir(cfg, model_cfg, info.name)
+    return info, arch, model_cfg, path
+
+
+def resolve_run_dir(cfg: TrainConfig, data=None) -> Path:
+    """The run dir ``train(cfg)`` writes to (``--workdir`` or the default name)."""
+    return plan_run(cfg, data or data_source())[3]
+
+
+@dataclass
+class Session:
+    """Everything one run's loop works with: steps, state, loaders and the host-side schedule."""
+
+    cfg: TrainConfig
+    mesh: Any
+    steps: Steps
+    state: dict
+    train_loader: Any
+    val_loader: Any
+    num_classes: int
+    multilabel: bool
+    plateau: PlateauTracker
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val_loss: float = math.inf
+
+    @property
+    def epoch(self) -> int:
+        """The last finished epoch (0 before the first)."""
+        return self.history[-1]["epoch"] if self.history else 0
+
+
+def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, data) -> Session:
+    from ttlx.models import create_model
+
+    model = create_model(cfg.model, cfg.trunc, num_classes=model_cfg.num_classes, head=model_cfg.head,
+                         pretrained=cfg.pretrained, layerwise=cfg.layerwise, image_size=cfg.image_size,
+                         slim_from=cfg.slim_from, slim_factor=cfg.slim_factor, dtype=cfg.dtype, seed=cfg.seed)
+    frozen = frozen_paths(model, arch, model_cfg, cfg.freeze_until)
+    labels = param_labels(nnx.split(model, nnx.Param, ...)[1], frozen, arch.classifier_key)
+    tx = make_optimizer(labels, lr=cfg.lr, ptl_decay=cfg.ptl_decay, weight_decay=cfg.weight_decay)
+    weights = (np.asarray(data.class_weights(cfg.dataset, cfg.data_dir, exp=cfg.exp, sub=cfg.sub), np.float32)
+               if cfg.class_weighted else np.ones(len(info.classes), np.float32))
+    steps = make_steps(model, frozen, tx, weights, info.multilabel, mesh)
+    loaders = [data.make_loader(cfg.dataset, cfg.data_dir, exp=cfg.exp, split=split, sub=cfg.sub,
+                                batch_size=local_batch_size(cfg.batch_size), image_size=cfg.image_size,
+                                train=split == "train", seed=cfg.seed, num_workers=cfg.num_workers,
+                                shard_index=jax.process_index(), shard_count=jax.process_count())
+               for split in ("train", "val")]
+    if loaders[0].steps_per_epoch < 1:
+        raise DataError(f"The training split of {cfg.dataset} has {loaders[0].num_examples} images, fewer "
+                        f"than one batch of {cfg.batch_size}; lower --bs.")
+    plateau = PlateauTracker(cfg.lr, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+                             threshold=cfg.plateau_threshold)
+    return Session(cfg, mesh, steps, init_state(model, tx, cfg.seed, mesh), loaders[0], loaders[1],
+                   len(info.classes), info.multilabel, plateau)
+
+
+def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=None) -> Path:
+    """Train (or resume) the run that ``cfg`` describes and return its run dir."""
+    data = data or data_source()
+    info, arch, model_cfg, path = plan_run(cfg, data)
+    mesh = data_mesh()
+    check_batch_size(cfg.batch_size, mesh)
+    refuse_finished(RunDir(path), force)
+    # build before touching the run dir, so bad weights or data leave no half-made run behind
+    session = build_session(cfg, arch, model_cfg, info, mesh, data)
+    dataset = {"name": info.name, "classes": list(info.classes), "multilabel": info.multilabel}
+    run, resuming = open_run_on_all_hosts(path, cfg, model_cfg, dataset, force=force)
+    checkpoints = ckpt.RunCheckpoints(run.checkpoints)
+    display = TrainProgress(cfg.max_epoch, bar=progress, quiet=jax.process_index() != 0)
+    try:
+        iterator = iter(session.train_loader)
+        if resuming:
+            resume(session, checkpoints, run, iterator, display)
+        with display.running():
+            summary = fit(session, checkpoints, run, iterator, display)
+    finally:
+        checkpoints.close()
+    run.mark_finished(summary)
+    display.note(f"Finished after epoch {summary['epochs']} ({summary['stop_reason']}); best validation loss "
+                 f"{summary['best_val_loss']:.4f} at epoch {summary['best_epoch']}. Run dir: {run.path}")
+    return run.path
+
+
+def fit(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterator,
+        display: TrainProgress) -> dict:
+    """Run epochs until the learning rate falls below ``min_lr`` or ``max_epoch`` is reached."""
+    cfg = session.cfg
+    while session.epoch < cfg.max_epoch and session.plateau.lr >= cfg.min_lr:
+        epoch = session.epoch + 1
+        lr = session.plateau.lr
+        train_loss, images_per_s = train_epoch(session, iterator, epoch, display, checkpoints)
+        val = predict(session.steps.evaluate, model_part(session.state), session.val_loader, session.mesh)
+        check_finite(val.loss, epoch, "validation", checkpoints)
+        probs = probabilities(val.logits, session.multilabel)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "lr": lr,
+               **epoch_metrics(val.labels, probs, session.num_classes, session.multilabel),
+               "images_per_s": images_per_s}
+        next_lr = session.plateau.step(val.loss)
+        session.state["opt_state"] = with_learning_rate(session.state["opt_state"], next_lr)
+        session.history.append(row)
+        improved = val.loss < session.best_val_loss
+        if improved:
+            session.best_epoch, session.best_val_loss = epoch, val.loss
+            checkpoints.save(ckpt.BEST, epoch, ckpt.model_state_arrays(session.state["params"],
+                                                                       session.state["rest"]),
+                             {"epoch": epoch, "val_loss": val.loss})
+        save_latest(session, checkpoints, iterator)
+        run.append_metrics(row)
+        if run.writer:
+            draw_curves(session.history, run.path / CURVES)
+        display.epoch_done(row, improved)
+    reason = ("max_epoch reached" if session.plateau.lr >= cfg.min_lr
+              else f"learning rate below {cfg.min_lr:g}")
+    return {"epochs": session.epoch, "best_epoch": session.best_epoch, "best_val_loss": session.best_val_loss,
+            "stop_reason": reason, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def train_epoch(session: Session, iterator, epoch: int, display: TrainProgress,
+                checkpoints: ckpt.RunCheckpoints) -> tuple[float, float]:
+    """One epoch of train steps; returns (mean loss, images/s). Stops on a non-finite loss."""
+    steps_per_epoch = session.train_loader.steps_per_epoch
+    display.start_epoch(epoch, steps_per_epoch, session.plateau.lr)
+    losses, start = [], time.perf_counter()
+    for step in range(1, steps_per_epoch + 1):
+        session.state, loss = session.steps.train(session.state, shard_batch(next(iterator), session.mesh))
+        losses.append(loss)
+        if step > 1:  # read the previous step's loss so the host never waits on the current one
+            check_finite(float(losses[-2]), epoch, step - 1, checkpoints)
+            rate = (step - 1) * session.cfg.batch_size / (time.perf_counter() - start)
+            display.update(step - 1, float(losses[-2]), rate)
+    values = np.asarray(jax.device_get(losses), dtype=np.float64)
+    check_finite(float(values[-1]), epoch, steps_per_epoch, checkpoints)
+    elapsed = time.perf_counter() - start
+    return float(values.mean()), steps_per_epoch * session.cfg.batch_size / elapsed
+
+
+def check_finite(loss: float, epoch: int, step: int | str, checkpoints: ckpt.RunCheckpoints) -> None:
+    if math.isfinite(loss):
+        return
+    last = checkpoints.epoch(ckpt.LATEST)
+    kept = (f"the last good checkpoint (epoch {last}) is kept" if last is not None
+            else "no checkpoint was written")
+    raise TrainingDiverged(
+        f"The loss became {loss} at epoch {epoch}, step {step}; training stopped and {kept} in "
+        f"{checkpoints.directory}. Lower --lr or check the data, then start again with --force."
+    )
+
+
+def save_latest(session: Session, checkpoints: ckpt.RunCheckpoints, iterator) -> None:
+    meta = {
+        "epoch": session.epoch,
+        "plateau": session.plateau.state_dict(),
+        "history": session.history,
+        "best_epoch": session.best_epoch,
+        "best_val_loss": None if math.isinf(session.best_val_loss) else session.best_val_loss,
+        "data_iterator": ckpt.encode_json(iterator.get_state()),
+    }
+    checkpoints.save(ckpt.LATEST, session.epoch, ckpt.flatten(session.state), meta)
+    checkpoints.keep_only(ckpt.LATEST, {session.epoch})
+    checkpoints.keep_only(ckpt.BEST, {session.best_epoch})
+
+
+def resume(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterator,
+           display: TrainProgress) -> None:
+    """Continue from the latest checkpoint: state, schedule, history and data position."""
+    if checkpoints.epoch(ckpt.LATEST) is None:  # interrupted before the first epoch ended
+        checkpoints.keep_only(ckpt.BEST, set())
+        run.rewrite_metrics([])
+        return
+    arrays, meta = checkpoints.restore(ckpt.LATEST, template=ckpt.flatten(session.state))
+    session.state = ckpt.unflatten_like(session.state, arrays)
+    session.plateau = PlateauTracker.from_state_dict(meta["plateau"])
+    session.history = list(meta["history"])
+    session.best_epoch = meta["best_epoch"]
+    session.best_val_loss = math.inf if meta["best_val_loss"] is None else meta["best_val_loss"]
+    iterator.set_state(ckpt.decode_json(meta["data_iterator"]))
+    checkpoints.keep_only(ckpt.BEST, {session.best_epoch})  # drop a best step newer than this history
+    run.rewrite_metrics(session.history)
+    display.note(f"Resuming {run.path} after epoch {meta['epoch']}.")
+
+
+def draw_curves(history: list[dict], path: Path) -> None:
+    from ttlx.figures import train_curves
+
+    train_curves(history, path)
