@@ -16,17 +16,21 @@ import protocol  # noqa: E402  (stdlib only, shared with run.py and the referenc
 
 
 def build_model(name: str, image_size: int, dtype: str, plain: bool = False):
-    """(model, architecture) of a benchmark model, randomly initialised, with ttlx's fast convolutions
-    (unless ``plain``)."""
-    from ttlx import performance
+    """(model, architecture) of a benchmark model, randomly initialised; ``plain`` swaps ttlx's 1x1-conv
+    dots back to XLA's convolution (to measure what they gain)."""
+    from flax import nnx
+    from jax import lax
+
     from ttlx.models import create_model, get_architecture
 
     spec = protocol.MODELS[name]
     model = create_model(spec["arch"], spec["trunc"], layerwise=spec["layerwise"], head=protocol.HEAD,
                          num_classes=protocol.NUM_CLASSES, pretrained="random", image_size=image_size,
                          dtype=dtype)
-    if not plain:
-        performance.use_fast_convolutions(model)  # a no-op once ttlx.models.layers passes it itself
+    if plain:
+        for _, module in nnx.iter_modules(model):
+            if isinstance(module, nnx.Conv):
+                module.conv_general_dilated = lax.conv_general_dilated
     return model, get_architecture(spec["arch"])
 
 

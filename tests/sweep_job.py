@@ -7,9 +7,10 @@ from __future__ import annotations
 
 
 def tiny_job(config: dict, bootstrap: int) -> dict:
-    import ttlx.train
     from fake_data import FakeData
     from tiny_model import TINYNET
+
+    import ttlx.train
     from ttlx import registry
     from ttlx.sweep import run_one
 

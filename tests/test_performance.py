@@ -49,20 +49,26 @@ def test_other_convolutions_go_to_lax_unchanged():
         np.testing.assert_array_equal(ours, conv(x, kernel, 1, padding, lax.conv_general_dilated))
 
 
-def test_fast_convolutions_turn_only_the_1x1_convs_of_a_model_into_dots_and_keep_its_output():
+def test_models_compute_only_their_1x1_convs_as_dots_with_the_same_output():
+    from flax import nnx
+    from jax import lax
+
     from ttlx.models import create_model
 
     model = create_model("resnet50", 1, layerwise=True, head="pool", num_classes=2, image_size=32)
     model.eval()
     x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 32, 32, 3), np.float32))
-    before = model(x)
-    assert performance.use_fast_convolutions(model) == 5  # stem, conv1..3, downsample
-    assert performance.use_fast_convolutions(model) == 0
-    np.testing.assert_allclose(model(x), before, rtol=1e-5, atol=1e-5)
+    fast = model(x)
     jaxpr = str(jax.make_jaxpr(lambda x: model(x))(x))
     # the stem and the 3x3 conv2 stay convolutions; conv1, conv3 and the downsample become dots (+ the head)
     assert jaxpr.count("conv_general_dilated[") == 2
     assert jaxpr.count("dot_general[") == 4
+    convs = [m for _, m in nnx.iter_modules(model) if isinstance(m, nnx.Conv)]
+    assert len(convs) == 5 and all(c.conv_general_dilated is performance.conv_general_dilated for c in convs)
+    for conv in convs:  # back to XLA's convolution everywhere: the reference
+        conv.conv_general_dilated = lax.conv_general_dilated
+    assert str(jax.make_jaxpr(lambda x: model(x))(x)).count("conv_general_dilated[") == 5
+    np.testing.assert_allclose(fast, model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_compilation_cache_dir_follows_the_environment(monkeypatch, tmp_path):

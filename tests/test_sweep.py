@@ -14,7 +14,7 @@ from fake_data import FakeData
 import ttlx.train
 from ttlx import launchers
 from ttlx.errors import ConfigError
-from ttlx.sweep import Grid, expand, grid_from_dict, open_sweep_dir, parse_int_list, run_sweep
+from ttlx.sweep import Grid, expand, grid_from_dict, load_grid_file, open_sweep_dir, parse_int_list, run_sweep
 from ttlx.sweep_summary import markdown_table, summarize
 
 TINY = {"pretrained": "random", "head": "pool", "image_size": 32, "batch_size": 8, "lr": 1e-2, "max_epoch": 2}
@@ -37,7 +37,8 @@ def test_grid_expands_every_method_point_and_repeat():
 
 
 @pytest.mark.parametrize("grid,message", [
-    (Grid(dataset="digits", trunc=(-1, 4)), "The grid names truncation point 4, which resnet50 lacks; use -1, 1, 2, 3."),
+    (Grid(dataset="digits", trunc=(-1, 4)),
+     "The grid names truncation point 4, which resnet50 lacks; use -1, 1, 2, 3."),
     (Grid(dataset="digits", layerwise=(17,)), "The grid names layer-wise point 17, which resnet50 lacks; use 0..16."),
     (Grid(dataset="digits", methods=("ttl", "magic")), "Unknown method 'magic' in the grid; choose from ftl, ttl"),
     (Grid(dataset="digits", methods=("tf",), slim_from=(7,)), "The grid slims from stage 7, which resnet50 lacks"),
@@ -59,6 +60,26 @@ def test_toml_grid_keys_split_into_grid_and_shared_options():
     assert grid.trunc == (2, 3) and grid.base == {"max_epoch": 5, "pretrained": "random"}
     with pytest.raises(ConfigError, match="Unknown grid key 'colour'"):
         grid_from_dict({"dataset": "digits", "colour": "red"})
+
+
+def test_the_readme_grid_file_loads_and_expands(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    toml_text = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "grid.toml"
+    path.write_text(toml_text)
+    grid = load_grid_file(path)
+    assert grid.methods == ("ftl", "ttl", "lwft", "tf") and grid.layerwise == (3, 7, 11)
+    assert grid.base == {"pretrained": "imagenet", "max_epoch": 200}
+    # ftl + 3 block + 3 layer-wise ttl points + 2 lwft + 1 tf, three repeats each
+    assert len(expand(grid)) == (1 + 3 + 3 + 2 + 1) * 3
+
+
+def test_grid_file_errors_say_what_to_fix(tmp_path):
+    with pytest.raises(ConfigError, match="Grid file .*missing.toml does not exist"):
+        load_grid_file(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("dataset = [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.toml is not valid TOML \(.*\); fix the file."):
+        load_grid_file(tmp_path / "bad.toml")
 
 
 def test_a_sweep_dir_refuses_another_grid(tmp_path):
@@ -101,7 +122,8 @@ def test_local_sweep_runs_every_run_skips_finished_ones_and_survives_a_failure(t
     assert result["failures"] == [] and seen == ["done"] * 2
     rows = {row["point"]: row for row in result["rows"]}
     assert set(rows) == {"t1"} and rows["t1"]["repeats"] == 2
-    evals = [json.loads(p.read_text())["auroc"] for p in sorted((tmp_path / "runs").glob("tinynet_t1_*/eval_test.json"))]
+    eval_files = sorted((tmp_path / "runs").glob("tinynet_t1_*/eval_test.json"))
+    evals = [json.loads(p.read_text())["auroc"] for p in eval_files]
     assert rows["t1"]["auroc"] == pytest.approx(np.mean(evals))
     assert (tmp_path / "summary.csv").read_text().startswith("method,point,sub,repeats,auroc,auroc_std")
     assert (tmp_path / "summary_auroc.png").stat().st_size > 1000

@@ -52,6 +52,16 @@ def user_errors(fn):
     return wrapper
 
 
+def compiling_command() -> None:
+    """Process settings for a command that compiles: compilation cache, allocator, XLA:CPU flags.
+
+    Runs before JAX starts its backends (see ``ttlx.performance``); none of it changes results.
+    """
+    from ttlx.performance import configure_process
+
+    configure_process()
+
+
 def print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
@@ -199,6 +209,7 @@ def train(
     process_id: Annotated[int | None, typer.Option(help="--multihost outside SLURM/MPI.")] = None,
 ):
     """Train (or resume) a run with the paper's recipe; re-running the same command resumes it."""
+    compiling_command()
     if multihost:
         import jax
 
@@ -233,6 +244,7 @@ def eval_run(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON, not tables.")] = False,
 ):
     """Evaluate a run dir: accuracy, AUROC, AUPRC with bootstrap intervals, confusion matrix and cost."""
+    compiling_command()
     _evaluate(run_dir, split, checkpoint, bootstrap, data_dir, json_out)
 
 
@@ -271,6 +283,7 @@ def analyze_cost(
     = False,
 ):
     """Parameters, GMACs (conv+linear and ptflops-style) and batch-1 latency of a (truncated) model."""
+    compiling_command()
     from ttlx.errors import ConfigError
     from ttlx.models import resolve_config
     from ttlx.models.cost import model_cost, summary_rows
@@ -310,6 +323,7 @@ def analyze_svcca(
     json_out: Annotated[bool, typer.Option("--json", help="Print the coefficients as JSON.")] = False,
 ):
     """SVCCA between the fine-tuned run and the network it started from, at every kept layer."""
+    compiling_command()
     from ttlx.analysis.runs import svcca_of_run
     from ttlx.errors import ConfigError
     from ttlx.report import print_rows
@@ -342,6 +356,7 @@ def analyze_gradcam(
     data_dir: AnalysisDataDir = None,
 ):
     """Grad-CAM heat maps of the predicted class at the last kept stage, one overlay PNG per image."""
+    compiling_command()
     from ttlx.analysis.runs import gradcam_of_run
 
     written = gradcam_of_run(run_dir, split=split, count=n, paths=images or (), layer=layer, out=out,
@@ -454,16 +469,12 @@ def sweep(
     """
     if ctx.invoked_subcommand is not None:
         return
+    compiling_command()
     from ttlx import launchers
     from ttlx import sweep as sweeps
 
     if grid_file is not None:
-        import tomllib
-
-        try:
-            grid = sweeps.grid_from_dict(tomllib.loads(grid_file.read_text()))
-        except tomllib.TOMLDecodeError as err:
-            fail(f"{grid_file} is not valid TOML ({err}); fix the file.")
+        grid = sweeps.load_grid_file(grid_file)
     elif dataset is None:
         fail("Name the dataset with --dataset (or give a grid file with --grid).")
     else:

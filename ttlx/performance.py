@@ -7,6 +7,8 @@ function ``nnx.Conv`` calls. Measurements behind each choice are in ``benchmarks
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import importlib.util
 import os
@@ -52,6 +54,8 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     folder = Path(path).expanduser() if path is not None else compilation_cache_dir()
     if folder is None:
         return None
+    if path is None and jax.config.jax_compilation_cache_dir:  # a cache set through JAX's own option wins
+        return Path(jax.config.jax_compilation_cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     if importlib.util.find_spec("filelock") is not None:  # JAX's eviction needs it (huggingface_hub has it)
@@ -153,6 +157,19 @@ def _is_plain_pointwise(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension
     return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
 
 
+_POINTWISE_AS_DOT = contextvars.ContextVar("ttlx_pointwise_as_dot", default=True)
+
+
+@contextlib.contextmanager
+def xla_convolutions():
+    """Trace every convolution as ``lax.conv_general_dilated`` (for tools that read the jaxpr, e.g. MACs)."""
+    token = _POINTWISE_AS_DOT.set(False)
+    try:
+        yield
+    finally:
+        _POINTWISE_AS_DOT.reset(token)
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
     """``lax.conv_general_dilated`` (the signature ``nnx.Conv`` calls), with 1x1 convs as dots on CPU.
@@ -161,7 +178,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     (cuDNN on GPU) go to ``lax.conv_general_dilated`` unchanged.
     """
     extra = {"precision": precision, **kwargs}
-    if jax.default_backend() == "cpu" and _is_plain_pointwise(
+    if _POINTWISE_AS_DOT.get() and jax.default_backend() == "cpu" and _is_plain_pointwise(
             lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, extra):
         strides = tuple(window_strides)
         if strides != (1, 1):
@@ -170,18 +187,3 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                     feature_group_count=feature_group_count, precision=precision, **kwargs)
-
-
-def use_fast_convolutions(model) -> int:
-    """Point every ``nnx.Conv`` of ``model`` at :func:`conv_general_dilated`; returns how many changed.
-
-    For models built before ``ttlx.models.layers.conv`` passes the function itself.
-    """
-    from flax import nnx
-
-    changed = 0
-    for _, module in nnx.iter_modules(model):
-        if isinstance(module, nnx.Conv) and module.conv_general_dilated is not conv_general_dilated:
-            module.conv_general_dilated = conv_general_dilated
-            changed += 1
-    return changed

@@ -71,6 +71,20 @@ def grid_from_dict(data: dict[str, Any]) -> Grid:
     return Grid(**values, base=base)
 
 
+def load_grid_file(path: str | Path) -> Grid:
+    """A grid from a TOML file (keys as :class:`Grid` fields plus shared :class:`TrainConfig` options)."""
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Grid file {path} does not exist; give the path of a TOML grid file.")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid TOML ({err}); fix the file.") from None
+    return grid_from_dict(data)
+
+
 def expand(grid: Grid) -> list[RunSpec]:
     """Every run of the grid, checked against the model before any run starts."""
     from ttlx.models import get_architecture
@@ -218,10 +232,9 @@ def write_probe_ranking(grid: Grid, sweep_dir: Path) -> list[dict[str, Any]]:
     options = dict(data_dir=base.get("data_dir"), exp=grid.exp[0], sub=grid.sub[0],
                    image_size=base.get("image_size", 224), seed=base.get("seed", 0))
     pretrained = base.get("pretrained", "imagenet")
-    rows = probe_dataset(grid.dataset, grid.model, pretrained, points=list(grid.trunc), **options)
-    if grid.layerwise:
-        rows += probe_dataset(grid.dataset, grid.model, pretrained, points=list(grid.layerwise),
-                              layerwise=True, **options)
+    # one pass over the data for every point: block-wise and layer-wise points share the deepest backbone
+    rows = probe_dataset(grid.dataset, grid.model, pretrained, points=list(grid.trunc),
+                         layerwise_points=list(grid.layerwise), **options)
     rows.sort(key=lambda r: -r["probe_auroc"] if r["probe_auroc"] == r["probe_auroc"] else math.inf)
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank

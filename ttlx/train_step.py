@@ -70,7 +70,8 @@ def make_steps(model: nnx.Module, frozen: set, tx: optax.GradientTransformation,
         return {"params": params, "rest": rest, "opt_state": opt_state, "rng": rng}, loss
 
     rep, data = replicated(mesh), batch_sharded(mesh)
-    donate = () if jax.default_backend() == "cpu" else (0,)  # CPU cannot reuse donated buffers
+    # the old state is donated: its buffers hold the new one (no second copy of weights and Adam moments)
+    donate = (0,)
     return Steps(
         train=jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=donate),
         evaluate=make_eval_step(eval_graph, class_weights, multilabel, mesh),

@@ -62,8 +62,11 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
 def conv(cin: int, cout: int, k: int, *, stride: int = 1, pad: int = 0, rngs: nnx.Rngs,
          init=conv_init_fan_out, dtype=jnp.float32) -> nnx.Conv:
     """A bias-free conv with torchvision's explicit symmetric padding (never Flax 'SAME')."""
+    from ttlx.performance import conv_general_dilated  # 1x1 convs as dots on CPU; unchanged elsewhere
+
     return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                    use_bias=False, kernel_init=init, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+                    use_bias=False, kernel_init=init, dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+                    conv_general_dilated=conv_general_dilated)
 
 
 class BatchNorm(nnx.BatchNorm):

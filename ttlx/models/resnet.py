@@ -6,7 +6,6 @@ and the first n of the 16 bottlenecks. Only the kept bottlenecks are built.
 
 from __future__ import annotations
 
-
 import jax
 from flax import nnx
 
