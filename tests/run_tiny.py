@@ -1,5 +1,10 @@
 """Train the tiny test run in a fresh process: ``python run_tiny.py WORKDIR [--kill-after-epoch N]
-[--bs N]``. Used by the tests that need a real kill -9 or several virtual CPU devices."""
+[--kill-at WHERE] [--bs N]``. Used by the tests that need a real kill -9 or several virtual CPU devices.
+
+``--kill-at`` SIGKILLs the process at one point of training: ``step:E:S`` (in train step S of epoch E),
+``save:E`` (half-way through writing epoch E's latest checkpoint: arrays written, the step not yet
+committed) or ``eval:E`` (during epoch E's validation pass).
+"""
 
 from __future__ import annotations
 
@@ -32,15 +37,73 @@ def kill_after(epoch: int) -> None:
     RunDir.append_metrics = append_then_die
 
 
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_at(where: str) -> None:
+    """Install the SIGKILL hook that ``--kill-at`` names."""
+    import ttlx.train as training
+
+    kind, *numbers = where.split(":")
+    epoch = int(numbers[0])
+    if kind == "step":
+        step, calls = int(numbers[1]), {"n": 0}
+        make_steps = training.make_steps
+
+        def make_steps_then_die_in_step(*args, **kwargs):
+            steps = make_steps(*args, **kwargs)
+            train_step = steps.train
+
+            def counted(state, batch):
+                calls["n"] += 1
+                if calls["n"] == (epoch - 1) * 6 + step:  # 6 steps per epoch (tiny_train_config)
+                    state, loss = train_step(state, batch)
+                    loss.block_until_ready()  # the step ran; the kill comes before its result is used
+                    die()
+                return train_step(state, batch)
+
+            steps.train = counted
+            return steps
+
+        training.make_steps = make_steps_then_die_in_step
+    elif kind == "save":
+        from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
+
+        save_fn = handler.JsonCheckpointHandler._save_fn
+
+        async def save_then_die(self, x, directory):
+            if f"latest/{epoch}." in str(directory) and x.get("epoch") == epoch:
+                die()
+            return await save_fn(self, x, directory)
+
+        handler.JsonCheckpointHandler._save_fn = save_then_die
+    elif kind == "eval":
+        predict, calls = training.predict, {"n": 0}
+
+        def predict_then_die(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == epoch:
+                die()
+            return predict(*args, **kwargs)
+
+        training.predict = predict_then_die
+    else:
+        raise SystemExit(f"unknown kill point {where}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir")
     parser.add_argument("--kill-after-epoch", type=int)
+    parser.add_argument("--kill-at")
     parser.add_argument("--bs", type=int, default=8)
     args = parser.parse_args()
     registry.models.register("tinynet", TINYNET, package="tests")
     if args.kill_after_epoch:
         kill_after(args.kill_after_epoch)
+    if args.kill_at:
+        kill_at(args.kill_at)
     try:
         train(tiny_train_config(args.workdir, batch_size=args.bs), progress=False, data=FakeData())
     except UserError as err:

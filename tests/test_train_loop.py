@@ -223,3 +223,11 @@ def test_a_bad_pretrained_source_leaves_no_run_dir(tmp_path, tinynet):
     with pytest.raises(WeightsError, match=r"is a folder but not a ttlx run dir \(it has no config\.json\)"):
         train(cfg, progress=False, data=FakeData())
     assert not (tmp_path / "run").exists()
+
+
+def test_a_relative_run_dir_trains_resumes_and_loads(tmp_path, tinynet, monkeypatch):
+    """The default run dir is relative (runs/<dataset>/<name>); checkpoints must work from it."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = train(tiny_train_config(Path("runs") / "relative", max_epoch=1), progress=False, data=FakeData())
+    assert not run_dir.is_absolute() and (tmp_path / run_dir / "status.json").is_file()
+    assert load_model_state(run_dir, "best")[0] == 1

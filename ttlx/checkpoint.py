@@ -12,7 +12,6 @@ a best checkpoint newer than its own history.
 
 from __future__ import annotations
 
-import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from ttlx.config import ModelConfig
-from ttlx.errors import UserError, WeightsError
+from ttlx.errors import UserError, WeightsError, write_failure_cause
 
 LATEST, BEST = "latest", "best"
 
 
 class CheckpointSaveError(UserError):
     """A checkpoint could not be written (most often: the disk is full)."""
+
+
+class DamagedCheckpointError(WeightsError):
+    """A checkpoint whose files are missing or corrupt."""
 
 
 def key_name(keypath) -> str:
@@ -76,7 +79,7 @@ class RunCheckpoints:
     def __init__(self, directory: str | Path):
         import orbax.checkpoint as ocp
 
-        self.directory = Path(directory)
+        self.directory = Path(directory).absolute()  # orbax refuses relative paths
         self._ocp = ocp
         options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False,
                                                cleanup_tmp_directories=True)
@@ -88,6 +91,14 @@ class RunCheckpoints:
 
     def epoch(self, which: str = LATEST) -> int | None:
         return self.managers[which].latest_step()
+
+    def steps(self, which: str = LATEST) -> list[int]:
+        """The committed steps of ``which``, oldest first (a step whose save never finished is not one)."""
+        self.managers[which].reload()
+        return sorted(self.managers[which].all_steps())
+
+    def delete(self, which: str, epoch: int) -> None:
+        self.managers[which].delete(epoch)
 
     def save(self, which: str, epoch: int, arrays: dict, meta: dict) -> None:
         """Write one step (older steps stay until :meth:`keep_only`); a failure keeps the previous steps."""
@@ -107,11 +118,11 @@ class RunCheckpoints:
             if step not in epochs:
                 manager.delete(step)
 
-    def restore(self, which: str, template: dict | None = None) -> tuple[dict, dict]:
-        """(arrays, meta) of the newest step; ``template`` (flat dict of arrays) sets shapes and shardings,
-        else the arrays land on one local device."""
+    def restore(self, which: str, template: dict | None = None, epoch: int | None = None) -> tuple[dict, dict]:
+        """(arrays, meta) of step ``epoch`` (default: the newest); ``template`` (flat dict of arrays) sets
+        shapes and shardings, else the arrays land on one local device."""
         ocp, manager = self._ocp, self.managers[which]
-        epoch = manager.latest_step()
+        epoch = manager.latest_step() if epoch is None else epoch
         if epoch is None:
             raise WeightsError(f"No {which} checkpoint in {self.directory}; train the run first.")
         if template is not None:
@@ -133,21 +144,11 @@ class RunCheckpoints:
 def _save_error(err: Exception, directory: Path, epoch: int, previous: int | None) -> CheckpointSaveError:
     keep = (f"the checkpoint of epoch {previous} is kept" if previous is not None
             else "no earlier checkpoint exists")
-    cause = "the disk is full" if _disk_full(err) else f"{type(err).__name__}: {err}"
+    cause = write_failure_cause(err)
     return CheckpointSaveError(
         f"Saving the checkpoint of epoch {epoch} to {directory} failed ({cause}); {keep}: "
         "free some space and re-run the same command to resume."
     )
-
-
-def _disk_full(err: BaseException | None) -> bool:
-    while err is not None:
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return True
-        if "No space left on device" in str(err):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
 
 
 def model_state_arrays(params, rest) -> dict[str, Any]:
@@ -177,6 +178,13 @@ def load_model_state(run_dir: str | Path, which: str = BEST) -> tuple[int, dict[
     checkpoints = RunCheckpoints(directory)
     try:
         arrays, meta = checkpoints.restore(which)
+    except UserError:
+        raise
+    except Exception as err:  # orbax's errors for missing or corrupt files vary; the user needs one sentence
+        raise DamagedCheckpointError(
+            f"The {which} checkpoint in {directory / which} is damaged ({type(err).__name__}: {err}); "
+            + ("evaluate `--checkpoint latest` instead, or " if which == BEST else "")
+            + "train the run again with --force.") from err
     finally:
         checkpoints.close()
     if which == LATEST:  # the latest step stores the train state; keep its model part

@@ -15,3 +15,25 @@ class WeightsError(UserError):
 
 class DataError(UserError):
     """A dataset that is missing, incomplete or holds bad files."""
+
+
+class WriteError(UserError):
+    """A file of a run could not be written (most often: the disk is full); what was written stays."""
+
+
+def disk_full(err: BaseException | None) -> bool:
+    """Whether ``err`` or an exception it was raised from says the disk (or quota) is full."""
+    import errno
+
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def write_failure_cause(err: BaseException) -> str:
+    """'the disk is full', or the error's type and text."""
+    return "the disk is full" if disk_full(err) else f"{type(err).__name__}: {err}"

@@ -71,5 +71,6 @@ class TrainProgress:
         )
 
     def note(self, message: str) -> None:
+        """One line for the user; never hard-wrapped, so paths in it can be copied whole."""
         if not self.quiet:
-            self.console.print(message)
+            self.console.print(message, soft_wrap=True, highlight=False, markup=False)

@@ -8,6 +8,7 @@ location is derived from the options, so re-running a command finds its run dir 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ttlx.config import ModelConfig, TrainConfig
-from ttlx.errors import ConfigError, UserError
+from ttlx.errors import ConfigError, UserError, WriteError, write_failure_cause
 
 CONFIG, METRICS, STATUS, CURVES = "config.json", "metrics.jsonl", "status.json", "train_curves.png"
 
@@ -106,19 +107,49 @@ class RunDir:
             "command": sys.argv,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path / CONFIG, record)
+        created = not self.path.exists()
+        try:
+            with self.writing(CONFIG):
+                self.path.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(self.path / CONFIG, record)
+        except WriteError:
+            if created:  # a run that never started leaves no run dir behind
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The logged epochs; a last line torn by a crash or a full disk is left out (the checkpoint's
+        history rewrites it on resume)."""
         path = self.path / METRICS
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number == len(lines):
+                    break
+                raise UserError(f"Line {number} of {path} is not JSON; the file was edited or damaged: restore "
+                                "it, or re-run the training command, which rewrites it from the checkpoint.") from None
+        return rows
+
+    @contextlib.contextmanager
+    def writing(self, name: str, epoch: int | None = None):
+        """Turn a failed write of ``name`` (a full disk, a lost mount) into one sentence on what is kept."""
+        try:
+            yield
+        except OSError as err:
+            kept = (f"epoch {epoch} is checkpointed and earlier files are intact" if epoch is not None
+                    else "earlier files are intact")
+            raise WriteError(f"Writing {self.path / name} failed ({write_failure_cause(err)}); {kept}: free some "
+                             "space and re-run the same command to resume.") from err
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         if not self.writer:
             return
-        with open(self.path / METRICS, "a") as f:
+        with self.writing(METRICS, row.get("epoch")), open(self.path / METRICS, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -128,13 +159,15 @@ class RunDir:
         if not self.writer:
             return
         tmp = self.path / (METRICS + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, self.path / METRICS)
+        with self.writing(METRICS):
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            os.replace(tmp, self.path / METRICS)
 
     def mark_finished(self, summary: dict[str, Any]) -> None:
         if not self.writer:
             return
-        write_json_atomic(self.path / STATUS, summary)
+        with self.writing(STATUS, summary.get("epochs")):
+            write_json_atomic(self.path / STATUS, summary)
 
     def status(self) -> dict[str, Any] | None:
         return json.loads((self.path / STATUS).read_text()) if self.finished() else None
@@ -196,9 +229,14 @@ def check_same_run(run: RunDir, cfg: TrainConfig, model_cfg: ModelConfig) -> Non
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``path`` whole or not at all: a temporary file renamed over it (removed if writing fails)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def git_commit() -> str | None:

@@ -82,6 +82,8 @@ class Session:
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
     best_val_loss: float = math.inf
+    # latest steps on disk -> the best epoch each one's history points at (both are kept)
+    kept: dict[int, int | None] = field(default_factory=dict)
 
     @property
     def epoch(self) -> int:
@@ -168,7 +170,8 @@ def fit(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterato
         save_latest(session, checkpoints, iterator)
         run.append_metrics(row)
         if run.writer:
-            draw_curves(session.history, run.path / CURVES)
+            with run.writing(CURVES, epoch):
+                draw_curves(session.history, run.path / CURVES)
         display.epoch_done(row, improved)
     reason = ("max_epoch reached" if session.plateau.lr >= cfg.min_lr
               else f"learning rate below {cfg.min_lr:g}")
@@ -207,7 +210,14 @@ def check_finite(loss: float, epoch: int, step: int | str, checkpoints: ckpt.Run
     )
 
 
+KEEP_LATEST = 2  # latest steps kept on disk: a damaged newest step falls back to the one before
+
+
 def save_latest(session: Session, checkpoints: ckpt.RunCheckpoints, iterator) -> None:
+    """Write this epoch's resumable state; then drop latest steps beyond :data:`KEEP_LATEST` and every best
+    step that no kept latest step's history points at."""
+    session.kept[session.epoch] = session.best_epoch
+    session.kept = dict(sorted(session.kept.items())[-KEEP_LATEST:])
     meta = {
         "epoch": session.epoch,
         "plateau": session.plateau.state_dict(),
@@ -215,27 +225,54 @@ def save_latest(session: Session, checkpoints: ckpt.RunCheckpoints, iterator) ->
         "best_epoch": session.best_epoch,
         "best_val_loss": None if math.isinf(session.best_val_loss) else session.best_val_loss,
         "data_iterator": ckpt.encode_json(iterator.get_state()),
+        "kept": [[epoch, best] for epoch, best in session.kept.items()],
     }
     checkpoints.save(ckpt.LATEST, session.epoch, ckpt.flatten(session.state), meta)
-    checkpoints.keep_only(ckpt.LATEST, {session.epoch})
-    checkpoints.keep_only(ckpt.BEST, {session.best_epoch})
+    checkpoints.keep_only(ckpt.LATEST, set(session.kept))
+    checkpoints.keep_only(ckpt.BEST, set(session.kept.values()))
 
 
 def resume(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterator,
            display: TrainProgress) -> None:
-    """Continue from the latest checkpoint: state, schedule, history and data position."""
-    if checkpoints.epoch(ckpt.LATEST) is None:  # interrupted before the first epoch ended
-        checkpoints.keep_only(ckpt.BEST, set())
-        run.rewrite_metrics([])
+    """Continue from the newest intact latest checkpoint: state, schedule, history and data position.
+
+    A step that cannot be read (files deleted or corrupted) is reported, removed, and the step before it
+    is used; the epochs after it are trained again, which gives the same result on CPU.
+    """
+    steps = checkpoints.steps(ckpt.LATEST)
+    if not steps:
+        logged = run.read_metrics()
+        if logged:  # never discard the record of epochs that no checkpoint can bring back
+            raise ckpt.DamagedCheckpointError(
+                f"{run.path} logs {len(logged)} epochs but holds no latest checkpoint to resume from; pass "
+                "--force to start the run over, or choose another --workdir to keep this one.")
+        checkpoints.keep_only(ckpt.BEST, set())  # interrupted before the first epoch ended
         return
-    arrays, meta = checkpoints.restore(ckpt.LATEST, template=ckpt.flatten(session.state))
+    template = ckpt.flatten(session.state)
+    for epoch in reversed(steps):
+        try:
+            arrays, meta = checkpoints.restore(ckpt.LATEST, template=template, epoch=epoch)
+            break
+        except Exception as err:  # orbax's errors for missing or corrupt files vary
+            older = [s for s in steps if s < epoch]
+            display.note(f"Warning: the latest checkpoint of epoch {epoch} in {checkpoints.directory} is damaged "
+                         f"({type(err).__name__}); " + (f"resuming from epoch {older[-1]} instead."
+                                                         if older else "no older checkpoint is left."))
+            if not older:
+                raise ckpt.DamagedCheckpointError(
+                    f"No intact latest checkpoint is left in {checkpoints.directory} (epoch {epoch}: "
+                    f"{type(err).__name__}: {err}); pass --force to start the run over.") from err
+            checkpoints.delete(ckpt.LATEST, epoch)
     session.state = ckpt.unflatten_like(session.state, arrays)
     session.plateau = PlateauTracker.from_state_dict(meta["plateau"])
     session.history = list(meta["history"])
     session.best_epoch = meta["best_epoch"]
     session.best_val_loss = math.inf if meta["best_val_loss"] is None else meta["best_val_loss"]
+    session.kept = {int(e): b for e, b in meta.get("kept", [[meta["epoch"], meta["best_epoch"]]])
+                    if int(e) <= meta["epoch"]}
     iterator.set_state(ckpt.decode_json(meta["data_iterator"]))
-    checkpoints.keep_only(ckpt.BEST, {session.best_epoch})  # drop a best step newer than this history
+    checkpoints.keep_only(ckpt.LATEST, set(session.kept))  # drop steps newer than this history
+    checkpoints.keep_only(ckpt.BEST, set(session.kept.values()))
     run.rewrite_metrics(session.history)
     display.note(f"Resuming {run.path} after epoch {meta['epoch']}.")
 
