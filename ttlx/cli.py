@@ -14,8 +14,42 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
+
+# click's UsageError (wrong option types, unknown options, missing arguments); typer re-exports only its
+# BadParameter subclass, under click or its own vendored copy
+UsageError = typer.BadParameter.__mro__[1]
+
+
+def usage_sentence(err) -> str:
+    """A usage error as one line ending like a sentence: ``Invalid value for '--lr': ... number.``"""
+    text = " ".join(err.format_message().split())
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+class OneSentenceErrors(TyperGroup):
+    """Usage errors print one sentence and exit with code 2, like every other error a user can cause,
+    instead of click's usage block (a command's ``--help`` shows the usage)."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as err:
+            if type(err).__name__ == "NoArgsIsHelpError":
+                raise
+            fail(usage_sentence(err))
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as err:  # raised while a subcommand parses its options
+            if type(err).__name__ == "NoArgsIsHelpError":
+                raise
+            fail(usage_sentence(err))
+
 
 app = typer.Typer(
+    cls=OneSentenceErrors,
     help="Truncated transfer learning for medical image classification, in JAX.",
     no_args_is_help=True,
     add_completion=False,
@@ -132,6 +166,11 @@ def prepare(
     size: Annotated[int | None, typer.Option(help="synthetic: image side in pixels.")] = None,
 ):
     """Build a dataset once (ArrayRecord + split files) and print its images per class and split."""
+    from ttlx.config import check_int, check_seed
+
+    check_seed(seed)
+    if max_size is not None:
+        check_int(max_size, "--max-size", 0, what="0 (keep the images' size) or a number of pixels")
     from ttlx.data.prepare import prepare_dataset
     from ttlx.data.summary import print_summary
 
@@ -209,15 +248,10 @@ def train(
     process_id: Annotated[int | None, typer.Option(help="--multihost outside SLURM/MPI.")] = None,
 ):
     """Train (or resume) a run with the paper's recipe; re-running the same command resumes it."""
-    compiling_command()
-    if multihost:
-        import jax
+    from ttlx.config import TrainConfig, check_bootstrap
 
-        jax.distributed.initialize(coordinator, num_processes, process_id)
-    from ttlx import train as training
-    from ttlx.config import TrainConfig
-    from ttlx.run_dir import RunDir
-
+    # every option is checked before the process is set up, JAX starts or anything is written
+    check_bootstrap(bootstrap)
     cfg = TrainConfig(
         dataset=dataset, model=model, trunc=trunc, layerwise=layerwise, pretrained=pretrained,
         head="pool" if pooling else head, image_size=image_size, slim_from=slim_from, slim_factor=slim_factor,
@@ -226,11 +260,21 @@ def train(
         freeze_until=freeze_until, ptl_decay=ptl_decay, seed=seed, num_workers=num_workers,
         data_dir=str(data_dir) if data_dir else None, workdir=str(workdir) if workdir else None,
     )  # fmt: skip
+    compiling_command()
+    if multihost:
+        import jax
+
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    from ttlx import train as training
+    from ttlx.run_dir import RunDir
+
     run_dir = training.resolve_run_dir(cfg)
     if not (test and RunDir(run_dir).finished() and not force):
         run_dir = training.train(cfg, force=force, progress=progress)
     if test:
-        _evaluate(run_dir, "test", "best", bootstrap, None, False)
+        from ttlx.config import EvalConfig
+
+        _evaluate(EvalConfig(run_dir=str(run_dir), bootstrap=bootstrap), False)
 
 
 @app.command(name="eval")
@@ -244,16 +288,17 @@ def eval_run(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON, not tables.")] = False,
 ):
     """Evaluate a run dir: accuracy, AUROC, AUPRC with bootstrap intervals, confusion matrix and cost."""
-    compiling_command()
-    _evaluate(run_dir, split, checkpoint, bootstrap, data_dir, json_out)
-
-
-def _evaluate(run_dir, split, checkpoint, bootstrap, data_dir, json_out) -> None:
     from ttlx.config import EvalConfig
-    from ttlx.evaluate import evaluate_run
 
     cfg = EvalConfig(run_dir=str(run_dir), split=split, checkpoint=checkpoint, bootstrap=bootstrap,
-                     data_dir=str(data_dir) if data_dir else None)
+                     data_dir=str(data_dir) if data_dir else None)  # checks the options first
+    compiling_command()
+    _evaluate(cfg, json_out)
+
+
+def _evaluate(cfg, json_out: bool) -> None:
+    from ttlx.evaluate import evaluate_run
+
     result = evaluate_run(cfg, show=not json_out)
     if json_out:
         print_json(result)
@@ -469,9 +514,16 @@ def sweep(
     """
     if ctx.invoked_subcommand is not None:
         return
-    compiling_command()
     from ttlx import launchers
     from ttlx import sweep as sweeps
+    from ttlx.config import check_bootstrap
+
+    # the launcher and its options are checked before the grid is expanded or the sweep dir is made
+    check_bootstrap(bootstrap)
+    options = launchers.SlurmOptions(partition=partition, gpus_per_node=gpus, timeout_min=time_min,
+                                     array_parallelism=array_parallelism, account=account)
+    launchers.check_launcher(launcher)
+    compiling_command()
 
     if grid_file is not None:
         grid = sweeps.load_grid_file(grid_file)
@@ -495,9 +547,6 @@ def sweep(
         def launch(specs):
             return launchers.launch_local(specs, bootstrap, report)
     else:
-        options = launchers.SlurmOptions(partition=partition, gpus_per_node=gpus, timeout_min=time_min,
-                                         array_parallelism=array_parallelism, account=account)
-
         def launch(specs):
             return launchers.launch_submitit(specs, bootstrap, report, kind=launcher,
                                              folder=sweep_dir / "submitit", options=options, wait=not no_wait)

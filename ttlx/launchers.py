@@ -6,15 +6,26 @@ from user input. ``submitit-local`` runs the same submitit path on this machine 
 
 from __future__ import annotations
 
+import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ttlx.config import check_bootstrap, check_int
 from ttlx.errors import ConfigError
 from ttlx.sweep import RunSpec, run_one
 
 Report = Callable[[RunSpec, str], None]
+LAUNCHERS = ("local", "slurm", "submitit-local")
+# what a SLURM partition or account name may hold: it ends up in the job script submitit writes
+SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,+-]*")
+
+
+def check_launcher(kind: str) -> None:
+    """Raise one sentence unless ``kind`` names a launcher."""
+    if kind not in LAUNCHERS:
+        raise ConfigError(f"Unknown launcher '{kind}'; choose local, slurm or submitit-local.")
 
 
 @dataclass(frozen=True)
@@ -29,9 +40,20 @@ class SlurmOptions:
     array_parallelism: int = 16
     account: str | None = None
 
+    def __post_init__(self) -> None:
+        for flag, value in (("--partition", self.partition), ("--account", self.account)):
+            if value is not None and not (isinstance(value, str) and SLURM_NAME.fullmatch(value)):
+                raise ConfigError(f"{flag} takes a SLURM name (letters, digits and . _ , + -), got {value!r}.")
+        check_int(self.gpus_per_node, "--gpus", 0)
+        check_int(self.cpus_per_task, "cpus_per_task", 1)
+        check_int(self.mem_gb, "mem_gb", 1)
+        check_int(self.timeout_min, "--time", 1, what="at least 1 (minutes)")
+        check_int(self.array_parallelism, "--array-parallelism", 1)
+
 
 def launch_local(specs: list[RunSpec], bootstrap: int, report: Report) -> list[str]:
     """Run one after another; a failed run is reported and the others go on. Returns the failures."""
+    check_bootstrap(bootstrap)
     failures = []
     for spec in specs:
         try:
@@ -72,6 +94,7 @@ def make_executor(kind: str, folder: Path, options: SlurmOptions):
 def launch_submitit(specs: list[RunSpec], bootstrap: int, report: Report, *, kind: str, folder: Path,
                     options: SlurmOptions, wait: bool = True) -> list[str]:
     """Submit every run as one job (a job array on SLURM); with ``wait``, collect failures."""
+    check_bootstrap(bootstrap)
     executor = make_executor(kind, folder, options)
     configs = [spec.config.to_dict() for spec in specs]
     jobs = executor.map_array(run_one, configs, [bootstrap] * len(configs))

@@ -21,6 +21,12 @@ from ttlx.errors import ConfigError
 
 METHODS = ("ftl", "ttl", "lwft", "tf")
 GRID_FILE = "grid.json"
+INT_LISTS = ("trunc", "layerwise", "freeze", "slim_from", "exp", "sub")  # grid keys holding integers
+
+
+def _toml_value(value: Any) -> str:
+    """A value as the grid file spells it: ``'x'`` for the string x, ``[1, 'a']`` for a list."""
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,23 @@ class Grid:
     exp: tuple[int, ...] = (1, 2, 3)
     sub: tuple[int, ...] = (100,)
     base: dict[str, Any] = field(default_factory=dict)  # other TrainConfig fields, the same for every run
+
+    def __post_init__(self) -> None:
+        """Check the types of a grid (a TOML file can hold anything); values are checked by :func:`expand`."""
+        for key, example in (("dataset", "digits"), ("model", "resnet50")):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"The grid's {key} must be a name, e.g. {key} = \"{example}\"; got {value!r}.")
+        if not isinstance(self.methods, tuple) or not all(isinstance(m, str) for m in self.methods):
+            raise ConfigError(f"The grid's methods must be a list of names, e.g. methods = [\"ftl\", \"ttl\"]; "
+                              f"got {_toml_value(self.methods)}.")
+        for key in INT_LISTS:
+            value = getattr(self, key)
+            if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"The grid's {key} must be a list of integers, e.g. {key} = [1, 2, 3]; "
+                                  f"got {_toml_value(value)}.")
+        if not isinstance(self.base, dict):
+            raise ConfigError(f"The grid's base must be a table of `ttlx train` options, got {self.base!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -61,7 +84,8 @@ def grid_from_dict(data: dict[str, Any]) -> Grid:
         if key == "base":
             continue
         if key in names:
-            values[key] = tuple(value) if isinstance(value, list) else value
+            one = (key == "methods" and isinstance(value, str)) or (key in INT_LISTS and isinstance(value, int))
+            values[key] = tuple(value) if isinstance(value, list) else (value,) if one else value
         elif key in train_fields:
             base[key] = value
         else:
@@ -101,6 +125,8 @@ def expand(grid: Grid) -> list[RunSpec]:
                 values = {**grid.base, "dataset": grid.dataset, "model": grid.model, "exp": exp, "sub": sub,
                           **overrides}
                 specs.append(RunSpec(method, point, TrainConfig(**values)))
+    if not specs:
+        raise ConfigError("The grid holds no runs; give at least one method with a point, one exp and one sub.")
     return specs
 
 
@@ -151,6 +177,8 @@ def _check_slim(arch, stage: int) -> int:
 
 def open_sweep_dir(path: Path, grid: Grid) -> None:
     """Create the sweep dir with its grid, or check that an existing one holds the same grid."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} is a file, not a sweep dir; choose another --out.")
     record = path / GRID_FILE
     wanted = json.loads(json.dumps(grid.to_dict()))  # tuples become lists, as in the saved file
     if record.is_file():
@@ -213,12 +241,12 @@ def run_sweep(grid: Grid, out: str | Path, *, launch, probe: bool = False, repor
     """Check the grid, run what is not done yet through ``launch(specs)``, and write the summary."""
     from ttlx.sweep_summary import write_summary
 
-    specs = expand(grid)  # raises before any run starts
     sweep_dir = Path(out)
+    specs = expand(grid)  # the grid against the model and every run's options
+    specs = place_runs(specs, sweep_dir)  # the dataset: known and prepared; nothing is written before this
     open_sweep_dir(sweep_dir, grid)
     if probe:
         write_probe_ranking(grid, sweep_dir)
-    specs = place_runs(specs, sweep_dir)
     failures = launch(specs)
     rows = write_summary(sweep_dir)
     return {"sweep_dir": str(sweep_dir), "runs": len(specs), "failures": failures, "rows": rows}

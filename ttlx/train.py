@@ -21,7 +21,7 @@ from flax import nnx
 from ttlx import checkpoint as ckpt
 from ttlx.config import ModelConfig, TrainConfig
 from ttlx.errors import ConfigError, DataError, UserError
-from ttlx.freeze import frozen_paths, param_labels
+from ttlx.freeze import frozen_paths, param_labels, units_to_freeze
 from ttlx.metrics import epoch_metrics, probabilities
 from ttlx.optim import make_optimizer, with_learning_rate
 from ttlx.progress import TrainProgress
@@ -57,6 +57,8 @@ def plan_run(cfg: TrainConfig, data):
     """(dataset info, architecture, ModelConfig, run dir) of a training config."""
     info = data.dataset_info(cfg.dataset, cfg.data_dir)
     arch, model_cfg = resolve_model(cfg, len(info.classes))
+    if cfg.freeze_until is not None:  # checked here, before any weights are read or steps compiled
+        units_to_freeze(arch, model_cfg, cfg.freeze_until)
     path = Path(cfg.workdir) if cfg.workdir else default_workdir(cfg, model_cfg, info.name)
     return info, arch, model_cfg, path
 

@@ -164,7 +164,7 @@ def _safe(text: str) -> str:
     path = Path(text)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         text = str(path.with_suffix(""))
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-60:]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[-60:].strip("_")
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,7 +50,9 @@ def build_records(
     builder_cls = _builder_class(dataset, spec, catalog.classes, encoded)
     builder = builder_cls(data_dir=os.fspath(root), file_format="array_record")
     try:
-        builder.download_and_prepare(download_dir=root / ".dl")
+        with warnings.catch_warnings():  # open_source reports over-large images by name; PIL need not warn
+            warnings.simplefilter("ignore", images.Image.DecompressionBombWarning)
+            builder.download_and_prepare(download_dir=root / ".dl")
     except ValueError as err:  # TFDS refuses a split with no examples: every image was bad
         if result.written:
             raise

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +20,35 @@ class BadImage(Exception):
 def open_source(source, *, shorter_at_least: int = 0, pad_square: bool = False) -> Image.Image:
     """A loaded PIL image from a path, encoded bytes, a uint8 array or a function returning an array.
 
-    ``shorter_at_least`` lets a JPEG decode at a reduced scale (draft mode) as long as the stored
-    image (after padding to a square when ``pad_square``) keeps at least that many pixels.
+    The format comes from the content, not the file name (a PNG named ``.jpg`` loads). Anything that
+    cannot be decoded raises BadImage with a short reason, including images over PIL's pixel limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``, a guard against decompression bombs): those are refused from
+    their header and never decoded. ``shorter_at_least`` lets a JPEG decode at a reduced scale (draft
+    mode) as long as the stored image (after padding to a square when ``pad_square``) keeps at least
+    that many pixels.
     """
     if callable(source) and not isinstance(source, np.ndarray):
         source = source()
     if isinstance(source, np.ndarray):
         return Image.fromarray(_as_uint8(source))
+    image = None
     try:
         image = Image.open(source if isinstance(source, Path) else io.BytesIO(source))
+        _refuse_too_large(image.width * image.height)
         if shorter_at_least and image.format == "JPEG":
             _draft(image, shorter_at_least, pad_square)
         image.load()  # decode now: truncated files fail here, not later in training
     except FileNotFoundError:
         raise BadImage("file not found") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise BadImage(_reason(err)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # the warning when it is an error
+        _close(image)
+        raise BadImage(_too_large(_pixels_in(err))) from None
+    except BadImage:
+        _close(image)
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as err:
+        _close(image)
+        raise BadImage(_reason(err, source)) from None
     return image
 
 
@@ -61,14 +76,34 @@ def encode(image: Image.Image, encoding: str) -> bytes:
 
 
 def to_mode(image: Image.Image, mode: str) -> Image.Image:
-    """Grayscale or RGB, scaling 16-bit grayscale (common for x-rays) to 8 bits instead of clipping."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
+    """Grayscale (L) or RGB, the same way for every image of a dataset.
+
+    - 16-bit grayscale (``I;16``, common for x-rays), 32-bit integer (``I``) and float (``F``) images are
+      scaled linearly so that 0 stays 0 and the image's brightest pixel becomes 255 (65535 -> 255 and
+      32768 -> 128 in a full-range image; a 12-bit image's 4095 -> 255 too). PIL's own conversion
+      would clip everything above 255 to white, and a fixed /257 would leave 10- and 12-bit images
+      nearly black. Negative, NaN and infinite values become 0.
+    - Transparency (RGBA, LA, PA, or a palette with a transparent colour) is composited over white, then
+      the alpha channel dropped: a fully transparent pixel is stored white, never its hidden colour.
+    - Every other mode (CMYK, YCbCr, LAB, palette, 1-bit) goes through PIL's ``convert``, by way of RGB
+      where PIL has no direct conversion; a mode PIL cannot convert at all raises BadImage.
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64), posinf=0.0), 0, None)
         top = array.max() or 1.0
         image = Image.fromarray((array * (255.0 / top)).round().astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = _flatten_alpha(image)
-    return image if image.mode == mode else image.convert(mode)
+    if image.mode == mode:
+        return image
+    try:
+        return image.convert(mode)
+    except ValueError:  # PIL converts some modes only to RGB (LAB -> L fails)
+        pass
+    try:
+        return image.convert("RGB").convert(mode)
+    except ValueError:
+        raise BadImage(f"unsupported colour mode {image.mode}") from None
 
 
 def pad_to_square(image: Image.Image) -> Image.Image:
@@ -103,7 +138,32 @@ def _as_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(array), 0, 255).astype(np.uint8)
 
 
-def _reason(err: Exception) -> str:
+def _refuse_too_large(pixels: int) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and pixels > limit:
+        raise BadImage(_too_large(pixels))
+
+
+def _too_large(pixels: int | None) -> str:
+    size = f"{pixels} pixels" if pixels else "its header claims more pixels"
+    return f"too large: {size}, over PIL's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS}"
+
+
+def _pixels_in(err: Exception) -> int | None:
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    return int(found[1]) if found else None
+
+
+def _close(image: Image.Image | None) -> None:
+    if image is not None:
+        image.close()
+
+
+def _reason(err: Exception, source) -> str:
+    if isinstance(source, Path) and source.is_file() and source.stat().st_size == 0:
+        return "empty file"
+    if not isinstance(err, (OSError, SyntaxError, ValueError)):  # PIL tripping over a damaged header
+        return "corrupt or unsupported"
     text = str(err) or type(err).__name__
     if "truncated" in text.lower():
         return "truncated"

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ttlx.config import check_int, check_seed
 from ttlx.data import builder, store
 from ttlx.data.spec import Catalog, DatasetSpec, check_catalog
 from ttlx.data.split_files import write_all_splits
@@ -48,15 +49,18 @@ def prepare_dataset(
         raise ConfigError(f"Dataset '{name}' needs no downloaded files; leave out --manual-dir.")
     data_dir = store.resolve_data_dir(data_dir)
     root = data_dir / name
+    if data_dir.is_dir():  # what killed builds left: put a moved-aside dataset back, delete the rest
+        _restore_interrupted_swap(data_dir, name)
+        _remove_stale(data_dir, name)
     if _already_prepared(root, settings, force):
         return root
     _refuse_to_overwrite(root, manual_dir)
+    # scanned before anything is created: bad options or missing files leave no folder behind
+    catalog = _scan(name, spec, manual_dir, settings["options"], show_progress)
     data_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale(data_dir, name)
     work = data_dir / f".{name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         work.mkdir()
-        catalog = _scan(name, spec, manual_dir, settings["options"], show_progress)
         meta = _build(work, name, spec, catalog, settings, show_progress)
         meta["manual_dir"] = str(manual_dir) if manual_dir is not None else None
         store.write_marker(work, meta)
@@ -73,6 +77,9 @@ def _settings(name, spec, seed, splits_from, max_size, on_bad_image, options) ->
         takes = f"it takes {accepted}" if accepted else "it takes no dataset options"
         given = ", ".join(f"--{o.replace('_', '-')}" for o in unknown)
         raise ConfigError(f"Dataset '{name}' does not take {given}; {takes}.")
+    check_seed(seed)
+    if max_size is not None:
+        check_int(max_size, "--max-size", 0, what="0 (keep the images' size) or a number of pixels")
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise ConfigError(f"--on-bad-image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got '{on_bad_image}'.")
     return {
@@ -175,15 +182,35 @@ def _write_skipped(work: Path, bad: list[tuple[str, str]]) -> None:
             writer.writerows(bad)
 
 
+def _move(source: Path, target: Path) -> None:
+    os.rename(source, target)  # atomic on one filesystem
+
+
 def _swap_in(work: Path, root: Path) -> None:
-    """Put the finished build at ``root``; an old version is moved aside first and deleted after."""
+    """Put the finished build at ``root``; an old version is moved aside first and deleted after.
+
+    A kill between the two renames leaves no ``root`` but a complete ``.<name>.old-*``:
+    :func:`_restore_interrupted_swap` puts it back at the start of the next prepare.
+    """
     old = None
     if root.exists():
         old = root.parent / f".{root.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.rename(root, old)
-    os.rename(work, root)
+        _move(root, old)
+    _move(work, root)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore_interrupted_swap(data_dir: Path, name: str) -> None:
+    """Move back a complete previous dataset that a killed swap had moved aside (its process is gone)."""
+    root = data_dir / name
+    if root.exists():
+        return
+    for old in sorted(data_dir.glob(f".{name}.old-*-*")):
+        pid = old.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)) and (old / store.MARKER).is_file():
+            _move(old, root)
+            return
 
 
 def _remove_stale(data_dir: Path, name: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,20 +14,55 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """(column names, [(row number as a spreadsheet shows it, row)]); the header is row 1."""
+    """(column names, [(row number as a spreadsheet shows it, row)]); the header is row 1.
+
+    Comma- or tab-separated (whichever the header line holds more of), UTF-8 with or without a byte
+    order mark, or UTF-16 with one (Excel's "Unicode Text"). Cells are stripped of surrounding spaces;
+    blank rows (also ones of empty cells only, as spreadsheets save them) are left out but still
+    counted, so row numbers match what a spreadsheet shows. Extra cells past the header are ignored
+    and missing ones read as "". A file that is not text, or has an unclosed quote, is a DataError
+    naming the line.
+    """
+    text = _text(path)
+    header_line = text.split("\n", 1)[0]
+    delimiter = "\t" if header_line.count("\t") > header_line.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True, skipinitialspace=True)
+    records = []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            sample = f.read(4096)
-            f.seek(0)
-            delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
-            reader = csv.DictReader(f, delimiter=delimiter)
-            rows = [
-                (n, {k: (v or "").strip() for k, v in row.items() if k is not None})
-                for n, row in enumerate(reader, start=2)
-            ]
-            return [c.strip() for c in reader.fieldnames or []], rows
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not a text CSV file; pass the CSV listing the images.") from None
+        for record in reader:
+            records.append([cell.strip() for cell in record])
+    except csv.Error as err:
+        raise DataError(
+            f"{path} is not a valid CSV file at row {len(records) + 1} ({err}); "
+            "fix that row (an unclosed quote is the usual cause)."
+        ) from None
+    columns = records[0] if records else []
+    rows = [
+        (number, dict(zip(columns, record + [""] * (len(columns) - len(record)))))
+        for number, record in enumerate(records[1:], start=2)
+        if any(record)
+    ]
+    return columns, rows
+
+
+def _text(path: Path) -> str:
+    """The file decoded as UTF-8 (its BOM dropped), or UTF-16 when it starts with a UTF-16 BOM."""
+    data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise DataError(f"{path} is not valid UTF-16 text; save it as UTF-8 (Excel: CSV UTF-8).") from None
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = start + err.start
+        line = data.count(b"\n", 0, at) + 1
+        raise DataError(
+            f"{path} is not UTF-8 text: line {line} holds the byte 0x{data[at]:02x} (byte {at} of the file); "
+            "save it as UTF-8 (Excel: CSV UTF-8)."
+        ) from None
 
 
 def find_column(columns: Sequence[str], candidates: Sequence[str], path: Path, what: str, required: bool = True):

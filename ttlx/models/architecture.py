@@ -35,6 +35,7 @@ class Architecture:
     unit_name: str = "unit"
     classifier_key: str = "fc"
     slim_stages: tuple[int, ...] = ()
+    max_slim_factor: int | None = None  # the largest --slim-factor that leaves every slimmed layer a channel
     stage_units: tuple[int, ...] = ()  # units per stage, e.g. ResNet50 bottlenecks (3, 4, 6, 3)
     weights: dict[str, HubWeights] = field(default_factory=dict)
 
@@ -83,6 +84,9 @@ class Architecture:
                                   f"{cfg.trunc} keeps stages 0..{kept - 1}; choose a lower stage or keep more.")
             if cfg.slim_factor < 1:
                 raise ConfigError(f"--slim-factor must be at least 1, got {cfg.slim_factor}.")
+            if self.max_slim_factor is not None and cfg.slim_factor > self.max_slim_factor:
+                raise ConfigError(f"--slim-factor {cfg.slim_factor} leaves {self.name}'s slimmed layers without "
+                                  f"channels; choose 1..{self.max_slim_factor}.")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,28 @@ TORCH_ONLY_SUFFIXES = ("num_batches_tracked",)  # a BatchNorm counter Flax does 
 LEGACY_DENSE_LAYER = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.")
 DATA_PARALLEL_PREFIX = "module."  # torch.nn.DataParallel wraps every key of a saved model
 SHOWN = 4  # keys listed per side in an error
+# Weight dtypes read (and stored as float32); integers, booleans, complex and 8-bit floats are refused: no
+# torchvision weight has them, and a cast would turn a wrong file into plausible-looking numbers.
+WEIGHT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def check_dtype(key: str, dtype: str, origin: str) -> None:
+    """Raise one sentence unless ``dtype`` (a numpy name such as ``int32``) is a weight dtype."""
+    if dtype not in WEIGHT_DTYPES:
+        raise WeightsError(f"{origin} holds {key} as {dtype}, not as floating-point weights; give a state dict "
+                           f"of {', '.join(WEIGHT_DTYPES[:-1])} or {WEIGHT_DTYPES[-1]} tensors.")
+
+
+def as_weight(key: str, value, origin: str) -> np.ndarray:
+    """``value`` as float32, refusing a non-float dtype and values that are NaN, infinite or beyond float32."""
+    value = np.asarray(value)
+    check_dtype(key, value.dtype.name, origin)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+        out = np.asarray(value, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise WeightsError(f"{origin} holds NaN, infinite or out-of-range values in {key}; the file is damaged, "
+                           f"so give an intact copy.")
+    return out
 
 
 def normalise_torch_keys(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -45,13 +67,17 @@ def flax_leaf(torch_leaf: str, ndim: int) -> str:
     return {"running_mean": "mean", "running_var": "var"}.get(torch_leaf, torch_leaf)
 
 
-def from_torchvision(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A torchvision-format state dict as flat Flax weights (float32, HWIO kernels)."""
+def from_torchvision(state_dict: Mapping[str, np.ndarray], origin: str = "The state dict") -> dict[str, np.ndarray]:
+    """A torchvision-format state dict as flat Flax weights (float32, HWIO kernels).
+
+    float16, bfloat16 and float64 tensors are converted; any other dtype, and NaN or infinite values, raise
+    a :class:`WeightsError` naming ``origin`` and the key.
+    """
     out = {}
     for key, value in normalise_torch_keys(state_dict).items():
         if key.endswith(TORCH_ONLY_SUFFIXES):
             continue
-        value = np.asarray(value, dtype=np.float32)
+        value = as_weight(key, value, origin)
         prefix, _, leaf = key.rpartition(".")
         if leaf == "weight" and value.ndim == 4:
             value = value.transpose(2, 3, 1, 0)

@@ -139,6 +139,7 @@ DENSENET201 = DenseNetArchitecture(
     unit_name="dense layer",
     classifier_key="classifier",
     slim_stages=(0, 1, 2, 3),
+    max_slim_factor=32,  # the growth rate of 32
     stage_units=BLOCK_LAYERS,
     weights={
         "imagenet": HubWeights("timm/densenet201.tv_in1k",

@@ -8,6 +8,7 @@ or an in-memory state dict. Named variants are converted once into the cache
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,11 @@ from ttlx.models.download import cache_dir, download, torchvision_hash_prefix, v
 
 FLAX_FORMAT = "ttlx-flax-nnx-1"  # metadata tag of files already in the Flax layout
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a cache file name: no path, no shell syntax
+# safetensors' dtype codes as numpy names (for the messages); others (F8_*, F4...) are shown lower-cased
+SAFETENSORS_DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16",
+                      "U32": "uint32", "I32": "int32", "U64": "uint64", "I64": "int64", "F16": "float16",
+                      "BF16": "bfloat16", "F32": "float32", "F64": "float64", "C64": "complex64"}
 _REFERENCE_SHAPES: dict[tuple[str, str], dict[str, tuple]] = {}
 
 
@@ -82,23 +88,47 @@ def resolve_source(arch: Architecture, source: Any) -> Source:
                        f".safetensors/.pth file or a ttlx run dir.")
 
 
-def read_file(path: Path) -> SourceWeights:
-    """Flat Flax weights from a torchvision-format or already converted file."""
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-        from safetensors.numpy import load_file
+def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; each dtype is checked from the header before any data
+    is read, and ``num_batches_tracked`` counters are skipped."""
+    import ml_dtypes  # noqa: F401  (numpy learns bfloat16, so BF16 tensors load)
+    from safetensors import SafetensorError, safe_open
 
-        try:
-            with safe_open(str(path), "np") as handle:
-                metadata = dict(handle.metadata() or {})
-            tensors = load_file(str(path))
-        except SafetensorError as err:
-            raise WeightsError(f"{path} is truncated or corrupt ({err}); download it again.") from None
+    try:
+        with safe_open(str(path), "np") as handle:
+            metadata = dict(handle.metadata() or {})
+            keys = [k for k in handle.keys() if not k.endswith(convert.TORCH_ONLY_SUFFIXES)]
+            for key in keys:
+                code = handle.get_slice(key).get_dtype()
+                convert.check_dtype(key, SAFETENSORS_DTYPES.get(code, code.lower()), str(path))
+            tensors = {key: handle.get_tensor(key) for key in keys}
+    except SafetensorError as err:
+        raise WeightsError(f"{path} is truncated or corrupt ({err}); download it again.") from None
+    return tensors, metadata
+
+
+def read_file(path: Path) -> SourceWeights:
+    """Flat float32 Flax weights from a torchvision-format or already converted file.
+
+    Refused with one sentence: an empty, truncated or corrupt file, a tensor that is not float16, bfloat16,
+    float32 or float64, NaN or infinite values, and (``.pth``) any pickled object but tensors.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise WeightsError(f"The weights file {path} cannot be read ({err.strerror}); check the path.") from None
+    if size == 0:
+        raise WeightsError(f"{path} is empty (0 bytes); download it again or give another weights file.")
+    if path.suffix == ".safetensors":
+        tensors, metadata = read_safetensors(path)
     else:
         from ttlx.models.torchfile import load_torch_file
 
         tensors, metadata = load_torch_file(path), {}
-    flat = tensors if metadata.get("format") == FLAX_FORMAT else convert.from_torchvision(tensors)
+    if metadata.get("format") == FLAX_FORMAT:
+        flat = {key: convert.as_weight(key, value, str(path)) for key, value in tensors.items()}
+    else:
+        flat = convert.from_torchvision(tensors, origin=str(path))
     return SourceWeights(flat, str(path), metadata=metadata)
 
 
@@ -113,7 +143,7 @@ def read_source(arch: Architecture, source: Source) -> SourceWeights | None:
     if source.kind == "random":
         return None
     if source.kind == "mapping":
-        return SourceWeights(convert.from_torchvision(source.value), source.label)
+        return SourceWeights(convert.from_torchvision(source.value, origin="The given state dict"), source.label)
     if source.kind == "run":
         return read_run_dir(source.value)
     if source.kind == "file":
@@ -203,6 +233,8 @@ def convert_file(arch: Architecture, path: Path, name: str | None = None) -> Pat
     name = name or known_source_of(arch, path.name) or "imagenet"
     if name == "random":
         raise WeightsError("'random' names no weights; give another --source name.")
+    if not SOURCE_NAME.fullmatch(name):
+        raise WeightsError(f"--source takes a plain name (letters, digits, '.', '_' and '-', no path), got {name!r}.")
     if path.name in torchvision_files(arch) and torchvision_hash_prefix(path.name):
         verify(path, torchvision_hash_prefix(path.name), f"The torchvision file {path}", delete=False)
     weights = read_file(path)
@@ -214,9 +246,12 @@ def convert_file(arch: Architecture, path: Path, name: str | None = None) -> Pat
     target = converted_path(arch.name, name)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
-    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in weights.flat.items()}, str(partial),
-              metadata={"format": FLAX_FORMAT, "arch": arch.name, "source": name, "origin": path.name})
-    partial.replace(target)
+    try:
+        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in weights.flat.items()}, str(partial),
+                  metadata={"format": FLAX_FORMAT, "arch": arch.name, "source": name, "origin": path.name})
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)  # a failed write leaves nothing that looks converted
     return target
 
 

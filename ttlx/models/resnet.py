@@ -104,6 +104,7 @@ RESNET50 = ResNetArchitecture(
     unit_name="bottleneck",
     classifier_key="fc",
     slim_stages=(0, 1, 2, 3),
+    max_slim_factor=64,  # layer1's 64 planes
     stage_units=STAGE_DEPTHS,
     weights={
         "imagenet": HubWeights("timm/resnet50.tv_in1k", torchvision_url=_TV + "resnet50-0676ba61.pth", top1=76.130),
