@@ -6,7 +6,8 @@ names an object (an architecture or a dataset spec); its entry-point name is the
 the object's optional ``aliases`` attribute adds the spellings users type (``HAM``, ``HAM10000``).
 Lookups are case-insensitive.
 
-A plugin that fails to import gives one warning naming its package and the rest still load.
+A plugin that fails to import, or whose object lacks what its kind needs (a model's ``build``, a
+dataset's ``scan``), gives one warning naming its package and is left out; the rest still load.
 ``TTLX_PLUGINS=pkg_a,pkg_b`` restricts third-party plugins to those distributions (ttlx's own always
 load). Tests register fakes with :meth:`Registry.register` instead of depending on what is installed.
 """
@@ -41,9 +42,10 @@ class Entry:
 class Registry:
     """Objects of one entry-point group, loaded on first use."""
 
-    def __init__(self, group: str, kind: str):
+    def __init__(self, group: str, kind: str, needs: tuple[str | tuple[str, ...], ...] = ()):
         self.group = group
         self.kind = kind
+        self.needs = needs  # methods an object of this kind must have (a tuple: one of them)
         self._entries: dict[str, Entry] | None = None
         self._extra: dict[str, Entry] = {}
         self.failures: list[tuple[str, str, str]] = []  # (package, entry-point name, error)
@@ -64,6 +66,11 @@ class Registry:
                     continue
                 try:
                     obj = ep.load()
+                    for need in self.needs:  # a need is a method name, or a tuple of alternatives
+                        names = need if isinstance(need, tuple) else (need,)
+                        if not any(callable(getattr(obj, n, None)) for n in names):
+                            raise TypeError(f"{type(obj).__name__} object is no {self.kind}: it has no "
+                                            f"{'() or '.join(names)}() method")
                 except Exception as err:  # a broken plugin must not take the others down
                     self.failures.append((package, ep.name, f"{type(err).__name__}: {err}"))
                     warnings.warn(
@@ -106,5 +113,6 @@ def _allowed(package: str) -> bool:
     return package in {p.strip() for p in only.split(",") if p.strip()}
 
 
-models = Registry("ttlx.models", "model")
-datasets = Registry("ttlx.datasets", "dataset")
+# a model is an Architecture (build) or an old name that translates to one (translate)
+models = Registry("ttlx.models", "model", needs=(("build", "translate"),))
+datasets = Registry("ttlx.datasets", "dataset", needs=("scan",))
