@@ -84,7 +84,7 @@ def test_output_shapes_follow_the_image_size(tinynet):
 
 
 def test_too_small_images_are_refused():
-    with pytest.raises(ConfigError, match="Image size 16 is too small; use at least 32 pixels."):
+    with pytest.raises(ConfigError, match="--image-size 16 is too small; use at least 32 pixels."):
         catalog.model_table(image_size=16)
 
 

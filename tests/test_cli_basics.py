@@ -90,4 +90,4 @@ def test_negative_repeats_and_tiny_images_are_refused():
     assert_one_sentence_error(run_cli("analyze", "cost", "--repeats", "-1"),
                               "--repeats must be 0 (no timing) or more, got -1.")
     assert_one_sentence_error(run_cli("models", "--image-size", "16"),
-                              "Image size 16 is too small; use at least 32 pixels.")
+                              "--image-size 16 is too small; use at least 32 pixels.")

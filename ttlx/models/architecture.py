@@ -73,7 +73,7 @@ class Architecture:
         if cfg.head is not None and cfg.num_classes < 1:
             raise ConfigError(f"A {cfg.head} head needs at least 1 class, got {cfg.num_classes}.")
         if cfg.image_size < 32:
-            raise ConfigError(f"Image size {cfg.image_size} is too small; use at least 32 pixels.")
+            raise ConfigError(f"--image-size {cfg.image_size} is too small; use at least 32 pixels.")
         if cfg.slim_from is not None:
             if cfg.slim_from not in self.slim_stages:
                 stages = ", ".join(str(s) for s in self.slim_stages)

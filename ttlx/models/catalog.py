@@ -141,6 +141,6 @@ def model_table(image_size: int = 224, layerwise: bool = False) -> list[dict[str
     from ttlx.errors import ConfigError
 
     if image_size < 32:
-        raise ConfigError(f"Image size {image_size} is too small; use at least 32 pixels.")
+        raise ConfigError(f"--image-size {image_size} is too small; use at least 32 pixels.")
     return [row for arch in registered_architectures()
             for row in architecture_rows(arch, image_size, layerwise)]
