@@ -168,3 +168,21 @@ def test_submitit_local_launcher_runs_jobs_in_their_own_process(tmp_path, fake_s
 def test_unknown_launcher_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="Unknown launcher 'pbs'; choose local, slurm or submitit-local."):
         launchers.make_executor("pbs", tmp_path, launchers.SlurmOptions())
+
+
+def test_probe_ranks_every_point_of_the_grid_and_the_summary_shows_it(tmp_path, fake_source):
+    grid = Grid(dataset="fake", model="tinynet", trunc=(-1, 1), layerwise=(2,), exp=(1,), base=TINY)
+    result = run_sweep(grid, tmp_path, launch=lambda specs: launchers.launch_local(specs, 20, lambda *_: None),
+                       probe=True)
+    ranking = json.loads((tmp_path / "probe.json").read_text())
+    assert sorted((r["trunc"], r["layerwise"]) for r in ranking) == [(-1, False), (1, False), (2, True)]
+    assert sorted(r["rank"] for r in ranking) == [1, 2, 3]
+    scores = [r["probe_auroc"] for r in sorted(ranking, key=lambda r: r["rank"])]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= a <= 1.0 for a in scores)
+    rows = {row["point"]: row for row in result["rows"]}
+    assert set(rows) == {"full", "t1", "lw2"}
+    by_point = {("full" if r["trunc"] == -1 else f"lw{r['trunc']}" if r["layerwise"] else f"t{r['trunc']}"): r
+                for r in ranking}
+    for point, row in rows.items():
+        assert (row["probe_rank"], row["probe_auroc"]) == (by_point[point]["rank"], by_point[point]["probe_auroc"])
+    assert "| probe AUROC | probe rank |" in (tmp_path / "summary.md").read_text()

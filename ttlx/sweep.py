@@ -261,8 +261,10 @@ def write_probe_ranking(grid: Grid, sweep_dir: Path) -> list[dict[str, Any]]:
                    image_size=base.get("image_size", 224), seed=base.get("seed", 0))
     pretrained = base.get("pretrained", "imagenet")
     # one pass over the data for every point: block-wise and layer-wise points share the deepest backbone
+    from ttlx.train import data_source
+
     rows = probe_dataset(grid.dataset, grid.model, pretrained, points=list(grid.trunc),
-                         layerwise_points=list(grid.layerwise), **options)
+                         layerwise_points=list(grid.layerwise), data=data_source(), **options)
     rows.sort(key=lambda r: -r["probe_auroc"] if r["probe_auroc"] == r["probe_auroc"] else math.inf)
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
