@@ -118,6 +118,9 @@ def side_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--images", default=None, help="pipeline: a folder of JPEGs, one sub-folder per class")
     parser.add_argument("--workdir", default=None, help="pipeline: scratch folder")
+    parser.add_argument("--as-shipped", action="store_true",
+                        help="pipeline, ttlx only: prepare with ttlx's default --max-size (shorter side <= 256 px) "
+                             "instead of storing the JPEGs as they are")
     parser.add_argument("--tune-malloc", action="store_true",
                         help="reference only: apply ttlx's glibc allocator settings (a fairness check)")
     return parser

@@ -123,24 +123,58 @@ def measure_latency(args) -> dict:
 
 
 def measure_pipeline(args) -> dict:
-    """ttlx's training loader over the JPEGs of ``--images`` (prepared without shrinking them).
+    """ttlx's training loader over the JPEGs of ``--images``.
 
-    The stored bytes are written back out as files under ``--workdir`` so the reference pipeline
-    decodes exactly the same JPEGs.
+    By default they are prepared without shrinking them (``max_size=0``; prepare still re-encodes them
+    at quality 95) and the stored bytes are written back out as files under ``--workdir``, so the
+    reference pipeline decodes exactly the same JPEGs. ``--as-shipped`` prepares them as ``ttlx prepare``
+    does by default (shorter side at most 256 px, re-encoded once at prepare time) and exports nothing.
     """
     from ttlx.data.pipeline import make_loader
     from ttlx.data.prepare import prepare_dataset
 
-    data_dir = Path(args.workdir) / "data"
-    prepare_dataset("folder", data_dir, manual_dir=args.images, max_size=0)
-    export_stored_images(data_dir / "folder", Path(args.workdir) / "stored_jpegs")
+    name = "data-as-shipped" if args.as_shipped else "data"
+    data_dir = Path(args.workdir) / name
+    start = time.perf_counter()
+    prepare_dataset("folder", data_dir, manual_dir=args.images, max_size=None if args.as_shipped else 0)
+    prepare_s = time.perf_counter() - start
+    stored = describe_stored_images(data_dir / "folder", Path(args.images))
+    if not args.as_shipped:
+        export_stored_images(data_dir / "folder", Path(args.workdir) / "stored_jpegs")
+        stored["exported_to"] = str(Path(args.workdir) / "stored_jpegs")
     loader = make_loader("folder", data_dir, exp=1, split="train", batch_size=args.batch_size,
                          image_size=args.image_size, train=True, seed=0)
     stream = iter(loader)
     timing = protocol.time_steps(lambda: next(stream), warmup=args.warmup, steps=args.steps)
-    return {"img_s": protocol.images_per_second(args.batch_size, timing, overall=True), "workers": loader.num_workers,
-            "images": loader.num_examples, "stored_jpegs": str(Path(args.workdir) / "stored_jpegs"),
-            **timing}
+    result = {"img_s": protocol.images_per_second(args.batch_size, timing, overall=True),
+              "workers": loader.num_workers, "images": loader.num_examples, "as_shipped": args.as_shipped,
+              "prepare_s": prepare_s, "stored": stored, **timing}
+    if not args.as_shipped:
+        result["stored_jpegs"] = stored["exported_to"]
+    return result
+
+
+def describe_stored_images(root: Path, sources: Path) -> dict:
+    """Sizes of the stored images, and how many are byte for byte the files prepare read (ids are their paths)."""
+    import io
+
+    from PIL import Image
+
+    from ttlx.data.records import RecordReader
+    from ttlx.data.store import load_prepared
+
+    reader = RecordReader(load_prepared(root.name, root.parent).records_dir)
+    shapes: dict[str, int] = {}
+    identical = total_bytes = 0
+    for position in range(len(reader)):
+        data, _, example_id = reader.read(position)
+        width, height = Image.open(io.BytesIO(data)).size
+        shapes[f"{width}x{height}"] = shapes.get(f"{width}x{height}", 0) + 1
+        source = sources / example_id
+        identical += source.is_file() and source.read_bytes() == data
+        total_bytes += len(data)
+    return {"count": len(reader), "sizes": shapes, "identical_to_original": identical,
+            "mean_kib": round(total_bytes / max(len(reader), 1) / 1024, 1)}
 
 
 def export_stored_images(root: Path, out: Path) -> int:

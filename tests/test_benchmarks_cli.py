@@ -29,7 +29,11 @@ def fake_measurements() -> dict:
             "resnet50-ttl1": {"ttlx": side(img_s=9.0), "reference": side(img_s=6.0)},
             "resnet50-ftl": {"ttlx": side(img_s=5.5), "reference": side(img_s=5.0)},
         },
-        "pipeline": {"ttlx": side(img_s=900.0), "reference": side(img_s=300.0)},
+        "pipeline": {"ttlx": side(img_s=900.0), "reference": side(img_s=300.0),
+                     "as_shipped": {"ttlx": side(img_s=1500.0, prepare_s=2.0,
+                                                 stored={"count": 4, "sizes": {"341x256": 4},
+                                                         "identical_to_original": 0, "mean_kib": 40.0}),
+                                    "reference": side(img_s=500.0)}},
         "latency": {"resnet50-ftl": {"ttlx": side(latency_ms=40.0), "reference": side(latency_ms=50.0)}},
         "compile": {"first": side(trace_s=2.0, compile_s=10.0), "second": side(trace_s=2.0, compile_s=1.0)},
         "memory": {"ttlx": side(peak_rss_mib=3000.0, device_peak_mib=None),
@@ -51,6 +55,10 @@ def test_summary_holds_the_contract_fields_with_their_ratios():
     assert [row["model"] for row in summary["train_steps"]] == ["resnet50-ttl1", "resnet50-ftl"]
     assert summary["pipeline"]["ratio"] == pytest.approx(3.0)
     assert {"ttlx_img_s", "reference_img_s", "ratio"} <= set(summary["pipeline"])
+    shipped = summary["pipeline_as_shipped"]
+    assert (shipped["ratio"], shipped["target"], shipped["meets_target"]) == (pytest.approx(3.0), 2.0, True)
+    assert shipped["ttlx_stored"]["sizes"] == {"341x256": 4} and shipped["ttlx_prepare_s"] == 2.0
+    assert "same JPEG bytes" in summary["pipeline"]["comparison"] and "as shipped" in shipped["comparison"]
     assert summary["latency"][0]["speedup"] == pytest.approx(1.25)  # reference ms over ttlx ms
     assert summary["compile"]["compile_ratio"] == pytest.approx(0.1)
     assert summary["compile"]["trace_and_compile_ratio"] == pytest.approx(0.25)
@@ -69,7 +77,8 @@ def test_a_failed_side_keeps_its_error_and_gets_no_ratio():
 def test_table_has_one_row_per_measurement():
     rows = report.table_rows(report.summarize(fake_measurements(), SETTINGS))
     assert rows[0] == ("train step resnet50-ttl1 (img/s)", "9.00", "6.00", "1.50")
-    assert ("input pipeline (img/s)", "900.0", "300.0", "3.00") in rows
+    assert ("input pipeline, same JPEG bytes (img/s)", "900.0", "300.0", "3.00") in rows
+    assert ("input pipeline, ttlx as shipped (<=256 px stored) (img/s)", "1500.0", "500.0", "3.00") in rows
     text = report.format_table(rows)
     assert text.splitlines()[0].split() == ["measurement", "ttlx", "reference", "ratio"]
     assert len(text.splitlines()) == len(rows) + 2
@@ -131,3 +140,19 @@ def test_no_ratio_when_the_two_sides_built_different_networks():
     entry = report.throughput_entry(side(img_s=6.0, params=23_708_738), side(img_s=5.0, params=23_524_418))
     assert entry["ratio"] is None
     assert entry["params_mismatch"] == [23_708_738, 23_524_418]
+
+
+def test_pipeline_runs_pool_their_batches_and_a_failed_round_is_left_out():
+    rounds = [side(img_s=400.0, step_s=[0.1, 0.1], total_s=0.2, prepare_s=5.0),
+              {"error": "killed"},
+              side(img_s=200.0, step_s=[0.2, 0.2], total_s=0.4, prepare_s=0.0)]
+    pooled = run.pool_pipeline(rounds, batch_size=40)
+    assert pooled["img_s"] == pytest.approx(4 * 40 / 0.6)  # all timed batches over all their time
+    assert (pooled["rounds"], pooled["img_s_per_round"], pooled["prepare_s"]) == (2, [400.0, 200.0], 5.0)
+    assert run.pool_pipeline([{"error": "no torch"}], batch_size=40) == {"error": "no torch"}
+
+
+def test_a_pipeline_below_its_target_says_so():
+    entry = report.pipeline_entry(side(img_s=600.0), side(img_s=500.0), target=2.0, comparison="x")
+    assert (entry["ratio"], entry["meets_target"]) == (pytest.approx(1.2), False)
+    assert report.pipeline_entry(side(img_s=600.0), {"error": "x"}, target=2.0)["meets_target"] is None

@@ -130,6 +130,88 @@ def test_train_transform_at_full_scale_is_a_resize_or_its_mirror():
     assert 8 <= flips <= 32  # a fair coin over 40 draws
 
 
+def _photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """Smooth colour noise: decodes like a photograph (a gradient would hide decoding differences)."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (height // 8 + 2, width // 8 + 2, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
+
+
+def _full_decode_train_transform(size: int):
+    """train_transform as it was before rows were left undecoded: the whole (drafted) JPEG, numpy flip."""
+
+    def apply(data: bytes, rng: np.random.Generator) -> np.ndarray:
+        image = Image.open(io.BytesIO(data))
+        full = image.size
+        left, top, right, bottom = augment.random_resized_crop_box(*full, rng)
+        need = (math.ceil(full[0] * size / (right - left)), math.ceil(full[1] * size / (bottom - top)))
+        image = augment.draft(image, need)
+        image.load()
+        sx, sy = image.width / full[0], image.height / full[1]
+        box = (left * sx, top * sy, right * sx, bottom * sy)
+        array = augment.to_rgb_array(image.resize((size, size), Image.BILINEAR, box=box))
+        if rng.random() < 0.5:
+            array = array[:, ::-1]
+        return np.ascontiguousarray(array)
+
+    return apply
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_load_rows_gives_the_first_rows_of_a_full_decode(mode, scale):
+    array = _photo(640, 480)
+    data = _encoded(array if mode == "RGB" else array[..., 0], "JPEG")
+    full = Image.open(io.BytesIO(data))
+    full.draft(full.mode, (640 // scale, 480 // scale))
+    expected = np.asarray(full)
+    for rows in (1, 17, expected.shape[0] // 2, expected.shape[0] - 1):
+        image = Image.open(io.BytesIO(data))
+        image.draft(image.mode, (640 // scale, 480 // scale))
+        image = augment.load_rows(image, rows)
+        assert image.size == (expected.shape[1], rows)
+        np.testing.assert_array_equal(np.asarray(image), expected[:rows])
+
+
+def test_load_rows_loads_whole_images_it_cannot_cut():
+    array = _photo(64, 48)
+    png = augment.load_rows(Image.open(io.BytesIO(_encoded(array, "PNG"))), 10)  # not a JPEG
+    np.testing.assert_array_equal(np.asarray(png), array)
+    jpeg = _encoded(array, "JPEG")
+    whole = augment.load_rows(Image.open(io.BytesIO(jpeg)), 48)  # all rows asked for
+    np.testing.assert_array_equal(np.asarray(whole), np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")))
+
+
+@pytest.mark.parametrize(
+    "shape, mode, fmt",
+    [
+        ((600, 450), "RGB", "JPEG"),  # the benchmark's size: rows below the crop are not decoded
+        ((1600, 1200), "RGB", "JPEG"),  # large crops decode at a DCT scale (draft), then cut
+        ((300, 900), "RGB", "JPEG"),  # portrait: decoded whole (Pillow 13's pass order depends on the height)
+        ((300, 300), "L", "JPEG"),
+        ((230, 100), "RGB", "JPEG"),
+        ((120, 90), "RGB", "PNG"),
+    ],
+)
+def test_train_transform_is_pixel_for_pixel_the_full_decode(shape, mode, fmt):
+    array = _photo(*shape, seed=shape[0])
+    data = _encoded(array if mode == "RGB" else array[..., 0], fmt)
+    fast, full = augment.train_transform(224), _full_decode_train_transform(224)
+    for seed in range(25):
+        np.testing.assert_array_equal(fast(data, np.random.default_rng(seed)), full(data, np.random.default_rng(seed)))
+
+
+def test_normalize_equals_the_float32_formula_for_every_level_bit_for_bit():
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1).reshape(1, 16, 16, 3)
+    table = np.arange(256, dtype=np.float32)[:, None] / (255.0 * augment.IMAGENET_STD) - (
+        augment.IMAGENET_MEAN / augment.IMAGENET_STD
+    )
+    np.testing.assert_array_equal(augment.normalize(levels).reshape(256, 3), table)
+    odd = np.random.default_rng(1).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)[:, :, ::2]  # not contiguous
+    expected = table[odd, np.arange(3)]
+    np.testing.assert_array_equal(augment.normalize(odd), expected)
+    assert augment.normalize(np.zeros((0, 4, 4, 3), np.uint8)).shape == (0, 4, 4, 3)
+
+
 def test_normalize_matches_the_imagenet_formula():
     batch = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
     expected = (batch / 255.0 - np.asarray([0.485, 0.456, 0.406])) / np.asarray([0.229, 0.224, 0.225])
@@ -138,3 +220,17 @@ def test_normalize_matches_the_imagenet_formula():
     np.testing.assert_allclose(out, expected, atol=1e-6)
     black = float(augment.normalize(np.zeros((1, 1, 1, 3), np.uint8))[0, 0, 0, 0])
     assert math.isclose(black, -0.485 / 0.229, rel_tol=1e-6)
+
+
+def test_train_transform_decodes_whole_images_if_cutting_rows_fails(monkeypatch):
+    """load_rows relies on PIL internals; should a Pillow release change them, the output stays the same."""
+    data = _encoded(_photo(600, 450, seed=3), "JPEG")
+    expected = [augment.train_transform(224)(data, np.random.default_rng(seed)) for seed in range(10)]
+
+    def changed_internals(image, rows):
+        image._size = None  # what a half-done cut might leave behind
+        raise AttributeError("'JpegImageFile' object has no attribute 'tile'")
+
+    monkeypatch.setattr(augment, "load_rows", changed_internals)
+    for seed, want in enumerate(expected):
+        np.testing.assert_array_equal(augment.train_transform(224)(data, np.random.default_rng(seed)), want)
