@@ -54,3 +54,28 @@ def test_an_unprepared_dataset_names_the_prepare_command(tmp_path):
     assert result.exit_code == 2
     assert "ttlx prepare digits" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_sweep_then_report_then_svcca_from_the_command_line(digits_dir, tmp_path, tinynet):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--dataset", "digits", "--model", "tinynet", "--trunc", "1", "--exp", "1",
+            "--pretrained", "random", "--head", "pool", "--image-size", "32", "--bs", "64", "--max-epoch", "1",
+            "--lr", "3e-3", "--bootstrap", "10", "--data-dir", digits_dir, "--out", out]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "1 runs, 0 failed; summary in" in result.stdout and "AUROC" in result.stdout
+    (run_dir,) = (out / "runs").iterdir()
+    assert (run_dir / "eval_test.json").is_file()
+    summary = (out / "summary.md").read_text()
+    (out / "summary.md").unlink()
+    rebuilt = run_cli("sweep", "report", out)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (out / "summary.md").read_text() == summary
+    again = run_cli(*args)  # a finished sweep: nothing is trained again
+    assert again.exit_code == 0 and "done" in again.stdout
+    svcca = run_cli("analyze", "svcca", run_dir, "--n", "32", "--positions", "4", "--json")
+    assert svcca.exit_code == 0, svcca.output
+    layers = json.loads(svcca.stdout)
+    assert set(layers) >= {"stem"} and all(0.0 <= r["mean"] <= 1.0 + 1e-6 for r in layers.values())
+    assert (run_dir / "analysis" / "svcca" / "svcca.png").is_file()
+    assert run_cli("sweep", "report", tmp_path).exit_code == 2
