@@ -8,7 +8,9 @@ import nox
 
 nox.options.sessions = ["tests", "lint"]
 ROOT = Path(__file__).parent
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"  # CPU wheels: the reference outputs are CPU ones
+# The reference pins, from the package index pip is configured with (PyPI's build runs on CPU too; a mirror
+# of download.pytorch.org/whl/cpu can be given with PIP_INDEX_URL for the smaller CPU-only wheels).
+TORCH = ("torch==2.14.1", "torchvision==0.29.1")
 
 
 @nox.session
@@ -27,8 +29,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def golden(session: nox.Session) -> None:
     """Rebuild tests/golden/ from torchvision: the outputs the parity test compares against."""
-    session.install("torch==2.14.1", "torchvision==0.29.1", "numpy", "--index-url", TORCH_CPU_INDEX,
-                    "--extra-index-url", "https://pypi.org/simple")
+    session.install(*TORCH, "numpy")
     session.run("python", "scripts/make_golden.py")
 
 
@@ -54,8 +55,7 @@ def bench(session: nox.Session) -> None:
         reference = Path(session.virtualenv.location).parent / "bench-reference"
         if not (reference / "bin" / "python").exists():
             session.run("python", "-m", "venv", str(reference))
-        session.run(str(reference / "bin" / "python"), "-m", "pip", "install", "-q", "torch==2.14.1",
-                    "torchvision==0.29.1", "numpy", "pillow", "--index-url", TORCH_CPU_INDEX,
-                    "--extra-index-url", "https://pypi.org/simple", external=True)
+        session.run(str(reference / "bin" / "python"), "-m", "pip", "install", "-q", *TORCH, "numpy",
+                    "pillow", external=True)
         args += ["--reference-python", str(reference / "bin" / "python")]
     session.run("python", "benchmarks/run.py", *args)
