@@ -31,9 +31,12 @@ class DenseLayer(nnx.Module):
         self.conv2 = layers.conv(width, growth, 3, pad=1, rngs=rngs, init=layers.conv_init_fan_in, dtype=dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.conv1(layers.relu(self.norm1(x)))
-        y = self.conv2(layers.relu(self.norm2(y)))
-        return jnp.concatenate([x, y], axis=-1)
+        return jnp.concatenate([x, self.new_features(x)], axis=-1)
+
+    def new_features(self, x: jax.Array, moments=None) -> jax.Array:
+        """The ``growth`` channels this layer appends to ``x`` (``moments``: see ``BatchNorm``)."""
+        y = self.conv1(layers.relu(self.norm1(x, moments=moments)))
+        return self.conv2(layers.relu(self.norm2(y)))
 
 
 class Transition(nnx.Module):
@@ -41,8 +44,8 @@ class Transition(nnx.Module):
         self.norm = layers.BatchNorm(cin, rngs=rngs, dtype=dtype)
         self.conv = layers.conv(cin, cout, 1, rngs=rngs, init=layers.conv_init_fan_in, dtype=dtype)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return layers.avg_pool_2x2(self.conv(layers.relu(self.norm(x))))
+    def __call__(self, x: jax.Array, moments=None) -> jax.Array:
+        return layers.avg_pool_2x2(self.conv(layers.relu(self.norm(x, moments=moments))))
 
 
 class DenseBlock(nnx.Module):
@@ -55,6 +58,48 @@ class DenseBlock(nnx.Module):
 
     def layer_list(self) -> list[DenseLayer]:
         return [getattr(self, f"denselayer{i + 1}") for i in range(self.count)]
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, Segments]:
+        """The block's output and its segments (same values as applying the layers one by one)."""
+        segments = Segments(x)
+        for layer in self.layer_list():
+            needs = not layer.norm1.use_running_average
+            segments.append(layer.new_features(segments.concatenated(), segments.moments() if needs else None))
+        return segments.concatenated(), segments
+
+
+class Segments:
+    """A dense block's growing input kept as its parts, with each part's batch moments computed once.
+
+    BatchNorm statistics are per channel, so the training-mode mean and variance of a concatenation
+    are the concatenation of its parts' statistics; a part's channels never change within a forward
+    pass. Each dense layer's norm1 then reads cached statistics instead of reducing over its whole
+    (growing) input again (torch does reduce again); gradients reach the parts through the cached
+    statistics, and the running statistics are updated exactly as before.
+    """
+
+    def __init__(self, x: jax.Array):
+        self.parts = [x]
+        self.stats: list[tuple[jax.Array, jax.Array] | None] = [None]
+        self.whole = x
+
+    def append(self, y: jax.Array) -> None:
+        self.parts.append(y)
+        self.stats.append(None)
+        # one two-operand concatenation per layer, as torchvision's layers do: joining all parts anew
+        # in each layer was much slower on XLA:CPU (benchmarks/RESULTS.md, "DenseNet201 on CPU")
+        self.whole = jnp.concatenate([self.whole, y], axis=-1)
+
+    def concatenated(self) -> jax.Array:
+        return self.whole
+
+    def moments(self) -> tuple[jax.Array, jax.Array]:
+        for i, part in enumerate(self.parts):
+            if self.stats[i] is None:
+                self.stats[i] = layers.batch_moments(part)
+        if len(self.stats) == 1:
+            return self.stats[0]
+        return tuple(jnp.concatenate([s[k] for s in self.stats]) for k in (0, 1))
 
 
 def plan(cfg: ModelConfig) -> tuple[list[int], int, bool]:
@@ -111,8 +156,27 @@ class DenseNet(Network):
         f = self.features
         return layers.max_pool_3x3_s2(layers.relu(f.norm0(f.conv0(x))))
 
-    def final(self, x: jax.Array) -> jax.Array:
-        return layers.relu(self.features.norm5(x))
+    def final(self, x: jax.Array, moments=None) -> jax.Array:
+        return layers.relu(self.features.norm5(x, moments=moments))
+
+    def forward_features(self, x: jax.Array) -> jax.Array:
+        """Same values as applying ``units()`` in turn, with each dense block run as a whole."""
+        x = self.stem(x)
+        segments = None
+        for name in self.features.order:
+            part = getattr(self.features, name)
+            if isinstance(part, DenseBlock):
+                x, segments = part(x)
+            else:
+                x = part(x, self._moments(part.norm, segments))
+                segments = None
+        if self.features.norm5 is not None:
+            x = self.final(x, self._moments(self.features.norm5, segments))
+        return x
+
+    @staticmethod
+    def _moments(norm: layers.BatchNorm, segments: Segments | None):
+        return segments.moments() if segments is not None and not norm.use_running_average else None
 
     def units(self):
         yield "stem", self.stem

@@ -81,13 +81,15 @@ class BatchNorm(nnx.BatchNorm):
     def __init__(self, features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
         super().__init__(features, momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
-    def __call__(self, x, use_running_average: bool | None = None, **_):
+    def __call__(self, x, use_running_average: bool | None = None, *, moments=None, **_):
+        """``moments``: the (mean, biased variance) of ``x`` over batch and space when the caller already
+        has them (DenseNet's blocks keep them per segment); used only in training mode."""
         _record(2 * x.size)
         running = self.use_running_average if use_running_average is None else use_running_average
         if running:
             mean, var = self.mean.get_value(), self.var.get_value()
         else:
-            mean, var = _batch_moments(x)
+            mean, var = batch_moments(x) if moments is None else moments
             count = x.size // x.shape[-1]
             unbiased = var * (count / max(count - 1, 1))
             momentum = self.momentum
@@ -99,7 +101,7 @@ class BatchNorm(nnx.BatchNorm):
         return x.astype(dtype) * scale.astype(dtype) + shift.astype(dtype)
 
 
-def _batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+def batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean and biased variance over batch and space, computed in float32 (also for bfloat16 inputs)."""
     xf = x.astype(jnp.float32)
     mean = jnp.mean(xf, axis=(0, 1, 2))
