@@ -28,6 +28,16 @@ def jax_compilation_cache(tmp_path_factory):
     return cache
 
 
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    """The bundled digits set prepared once per session; tests only read it (test_data_prepare has its own)."""
+    from ttlx.data.prepare import prepare_dataset
+
+    data_dir = tmp_path_factory.mktemp("digits_data")
+    prepare_dataset("digits", data_dir)
+    return data_dir
+
+
 @pytest.fixture(scope="module")
 def tinynet():
     """Register the tiny architecture as ``tinynet`` while a test module runs."""

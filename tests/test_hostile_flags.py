@@ -25,15 +25,6 @@ SEED = "--seed must be from 0 to 4294967295, got -1."
 IMAGE = "--image-size 8 is too small; use at least 32 pixels."
 
 
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
-    from ttlx.data.prepare import prepare_dataset
-
-    data_dir = tmp_path_factory.mktemp("data")
-    prepare_dataset("digits", data_dir)
-    return data_dir
-
-
 @pytest.fixture
 def place(tmp_path, monkeypatch):
     """Run in an empty folder with the runs dir and weights cache inside it, so anything written shows."""

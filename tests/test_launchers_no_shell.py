@@ -66,15 +66,6 @@ def test_launchers_and_sweeps_start_no_process_or_shell(module):
 # ---------------------------------------------------------------------------------------------------
 # names holding shell syntax are unknown names, refused before any run starts
 # ---------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
-    from ttlx.data.prepare import prepare_dataset
-
-    data_dir = tmp_path_factory.mktemp("data")
-    prepare_dataset("digits", data_dir)
-    return data_dir
-
-
 @pytest.fixture
 def place(tmp_path, monkeypatch, tinynet):
     monkeypatch.chdir(tmp_path)

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from ttlx.cli import app
-
-
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
-    from ttlx.data.prepare import prepare_dataset
-
-    data_dir = tmp_path_factory.mktemp("data")
-    prepare_dataset("digits", data_dir)
-    return data_dir
 
 
 def run_cli(*args: str):

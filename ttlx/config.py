@@ -104,8 +104,20 @@ def check_seed(value: Any) -> None:
     check_int(value, "--seed", 0, MAX_SEED)
 
 
+class DictRecord:
+    """``to_dict``/``from_dict`` for the config dataclasses (unknown keys of older records are ignored)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(DictRecord):
     """Which network, where it is cut and what head sits on top.
 
     ``trunc`` is a block-wise point (-1 keeps the whole backbone, 1..3 keep the first stages) unless
@@ -146,17 +158,9 @@ class ModelConfig:
         check_int(self.slim_factor, "--slim-factor", 1)
         check_choice(self.dtype, "--dtype", DTYPES)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(DictRecord):
     """Everything that decides a training run; the defaults are the paper's recipe (ANCHORS.md section 5).
 
     ``model``/``trunc``/``layerwise``/``head``/... resolve into a :class:`ModelConfig` once the dataset's
@@ -232,14 +236,6 @@ class TrainConfig:
         check_int(self.num_workers, "--num-workers", 0)
         check_text(self.data_dir, "--data-dir", optional=True)
         check_text(self.workdir, "--workdir", optional=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """Errors a user can cause; the CLI turns each into one sentence and exit code 2."""
 
+import errno
+
 
 class UserError(ValueError):
     """A problem with the user's input (an option, a file, a name); the message says what to do."""
@@ -23,8 +25,6 @@ class WriteError(UserError):
 
 def disk_full(err: BaseException | None) -> bool:
     """Whether ``err`` or an exception it was raised from says the disk (or quota) is full."""
-    import errno
-
     while err is not None:
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             return True

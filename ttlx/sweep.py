@@ -197,11 +197,13 @@ def place_runs(specs: list[RunSpec], sweep_dir: Path) -> list[RunSpec]:
     from ttlx.run_dir import run_name
     from ttlx.train import data_source, resolve_model
 
-    data = data_source()
+    data, classes = data_source(), {}
     placed = []
-    for spec in specs:
-        info = data.dataset_info(spec.config.dataset, spec.config.data_dir)
-        _, model_cfg = resolve_model(spec.config, len(info.classes))
+    for spec in specs:  # one grid, one dataset: its info is read once
+        key = (spec.config.dataset, spec.config.data_dir)
+        if key not in classes:
+            classes[key] = len(data.dataset_info(*key).classes)
+        _, model_cfg = resolve_model(spec.config, classes[key])
         workdir = sweep_dir / "runs" / run_name(spec.config, model_cfg)
         placed.append(dataclasses.replace(spec, config=dataclasses.replace(spec.config, workdir=str(workdir))))
     return placed
