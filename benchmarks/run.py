@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="train-step batch (CPU 16, GPU 128)")
     parser.add_argument("--image-size", type=int, default=None, help="default 224 (64 with --quick)")
     parser.add_argument("--steps", type=int, default=None, help="timed train steps per model")
-    parser.add_argument("--models", nargs="+", default=None, choices=sorted(protocol.MODELS))
+    parser.add_argument("--models", nargs="+", default=None, choices=sorted(protocol.MODELS),
+                        help="networks for the train-step and latency measurements (default: all)")
     parser.add_argument("--only", nargs="+", default=list(MEASUREMENTS), choices=MEASUREMENTS)
     return parser.parse_args(argv)
 
@@ -68,7 +69,7 @@ def plan(args: argparse.Namespace, backend: str) -> dict:
         "pipeline_batches": 6 if quick else 16,
         "pipeline_warmup": 1 if quick else 3,  # batches before timing: both sides past their start-up
         "pipeline_rounds": 1 if quick else 2,  # alternating processes per side and comparison
-        "latency_models": ["resnet50-ftl"] if quick else list(LATENCY_MODELS),
+        "latency_models": ["resnet50-ftl"] if quick else (args.models or list(LATENCY_MODELS)),
         "latency_repeats": 5 if quick else 20,
         "memory_batch_size": 8 if quick else 64,
         "startup_repeats": 3 if quick else 5,

@@ -156,3 +156,24 @@ def test_a_pipeline_below_its_target_says_so():
     entry = report.pipeline_entry(side(img_s=600.0), side(img_s=500.0), target=2.0, comparison="x")
     assert (entry["ratio"], entry["meets_target"]) == (pytest.approx(1.2), False)
     assert report.pipeline_entry(side(img_s=600.0), {"error": "x"}, target=2.0)["meets_target"] is None
+
+
+def test_gpu_runs_check_the_gpu_targets():
+    measured = {"train_step": {
+        "resnet50-ftl": {"ttlx": side(img_s=4600.0, device="NVIDIA H200"), "reference": side(img_s=2300.0)},
+        "resnet50-ttl2": {"ttlx": side(img_s=5950.0, device="NVIDIA H200"), "reference": side(img_s=2700.0)},
+    }}
+    targets = report.summarize(measured, {**SETTINGS, "backend": "gpu"})["gpu_targets"]
+    assert targets["device"] == "NVIDIA H200"
+    assert targets["ftl_img_s"] == {"value": 4600.0, "target": 2500.0, "met": True}
+    assert targets["ftl_ratio"] == {"value": pytest.approx(2.0), "target": 1.5, "met": True}
+    assert targets["ttl2_over_ftl"]["value"] == pytest.approx(5950 / 4600)
+    assert targets["ttl2_over_ftl"]["met"] is False  # 1.29 < 1.3
+    del measured["train_step"]["resnet50-ttl2"]
+    assert "ttl2_over_ftl" not in report.summarize(measured, {**SETTINGS, "backend": "gpu"})["gpu_targets"]
+    assert "gpu_targets" not in report.summarize(measured, {**SETTINGS, "backend": "cpu"})
+
+
+def test_latency_follows_the_chosen_models():
+    assert run.plan(run.parse_args(["--models", "resnet50-ttl2"]), "gpu")["latency_models"] == ["resnet50-ttl2"]
+    assert run.plan(run.parse_args([]), "gpu")["latency_models"] == list(run.LATENCY_MODELS)
