@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 import pytest
+from flax import nnx
 from jax import lax
 
 from ttlx import performance
@@ -119,3 +120,47 @@ def test_xla_flags_are_added_once_and_never_over_the_users(monkeypatch):
     monkeypatch.setattr(performance, "_accelerator_plugin_installed", lambda: True)
     monkeypatch.setenv("XLA_FLAGS", "")
     assert performance.set_xla_cpu_flags() == []  # GPU/TPU machines: the CPU flags are not needed
+
+
+def torch_rule_max_pool_grad(x: np.ndarray, grad: np.ndarray, window: int, stride: int, pad: int) -> np.ndarray:
+    """Independent reference: loop over windows, the gradient to the first maximum in row-major order
+    (what torch's CPU MaxPool2d backward does)."""
+    n, h, w, c = x.shape
+    padded = np.full((n, h + 2 * pad, w + 2 * pad, c), -np.inf, x.dtype)
+    padded[:, pad: pad + h, pad: pad + w] = x
+    out = np.zeros(padded.shape, np.float64)
+    for b in range(n):
+        for i in range(grad.shape[1]):
+            for j in range(grad.shape[2]):
+                for ch in range(c):
+                    patch = padded[b, i * stride: i * stride + window, j * stride: j * stride + window, ch]
+                    di, dj = np.unravel_index(np.argmax(patch), patch.shape)  # argmax: first maximum
+                    out[b, i * stride + di, j * stride + dj, ch] += grad[b, i, j, ch]
+    return out[:, pad: pad + h, pad: pad + w]
+
+
+@pytest.mark.parametrize(("shape", "window", "stride", "pad"), [
+    ((2, 9, 9, 3), 3, 2, 1), ((1, 8, 10, 2), 3, 2, 1), ((2, 6, 6, 2), 2, 2, 0), ((1, 7, 7, 1), 3, 1, 1)])
+def test_max_pool_matches_flax_forward_and_the_first_maximum_gradient(shape, window, stride, pad):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[..., 0] = np.round(x[..., 0])  # many ties in one channel: the first maximum of a window wins
+    padding = ((pad, pad), (pad, pad))
+    expected = nnx.max_pool(jnp.asarray(x), (window, window), strides=(stride, stride), padding=padding)
+    y = performance.max_pool(jnp.asarray(x), window, stride, pad)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(expected))
+    grad = rng.standard_normal(y.shape).astype(np.float32)
+    _, vjp = jax.vjp(lambda v: performance.max_pool(v, window, stride, pad), jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(grad))[0]),
+                               torch_rule_max_pool_grad(x, grad, window, stride, pad), rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_gradient_equals_jax_autodiff_without_ties_in_bfloat16_too():
+    x = jax.random.normal(jax.random.key(1), (2, 12, 12, 4))
+    for dtype, tol in ((jnp.float32, 1e-6), (jnp.bfloat16, 1e-2)):
+        v = x.astype(dtype)
+        ours = jax.grad(lambda v: jnp.sum(jnp.sin(performance.max_pool(v, 3, 2, 1).astype(jnp.float32))))(v)
+        flax_grad = jax.grad(lambda v: jnp.sum(jnp.sin(nnx.max_pool(v, (3, 3), strides=(2, 2), padding=(
+            (1, 1), (1, 1))).astype(jnp.float32))))(v)
+        assert ours.dtype == dtype
+        np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(flax_grad, np.float32), atol=tol)

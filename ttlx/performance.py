@@ -1,4 +1,5 @@
-"""Speed settings: JAX's persistent compilation cache, glibc's allocator, XLA:CPU flags, fast 1x1 convs.
+"""Speed settings: JAX's persistent compilation cache, glibc's allocator, XLA:CPU flags, fast 1x1 convs
+and max pooling.
 
 None of these change what is computed. ``configure_process()`` is meant to run once at the start of a
 command that compiles (before JAX starts its threads); ``conv_general_dilated`` is a drop-in for the
@@ -10,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ctypes
+import functools
 import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 CACHE_ENV = "TTLX_COMPILATION_CACHE"  # a directory, or 0/off/false to disable the cache
@@ -187,3 +190,58 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                     feature_group_count=feature_group_count, precision=precision, **kwargs)
+
+
+# --- max pooling with a gradient that needs no index arrays ---------------------------------------------
+
+
+def _pool_padding(pad: int) -> tuple:
+    return ((0, 0), (pad, pad), (pad, pad), (0, 0))
+
+
+def _max_pool_forward(x: jax.Array, window: int, stride: int, pad: int) -> jax.Array:
+    init = jnp.array(-jnp.inf, x.dtype)
+    return lax.reduce_window(x, init, lax.max, (1, window, window, 1), (1, stride, stride, 1), _pool_padding(pad))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool(x: jax.Array, window: int, stride: int, pad: int) -> jax.Array:
+    """Max pooling of NHWC ``x`` (square window, -inf padding), as torch's ``MaxPool2d``.
+
+    Same forward values as ``nnx.max_pool``. The gradient goes to the first maximum of each window in
+    row-major order (torch's choice), built from ``window**2`` strided views and interior-padded adds,
+    all elementwise. JAX's generic rule for ``reduce_window`` max materialises four int32 index arrays
+    of the padded input's size and reduces over (value, index) pairs: on XLA:CPU that was about 190 ms
+    of a ResNet50 step at batch 16 (this one: 76 ms, forward included; torch: 147 ms).
+    """
+    return _max_pool_forward(x, window, stride, pad)
+
+
+def _max_pool_fwd(x, window, stride, pad):
+    y = _max_pool_forward(x, window, stride, pad)
+    return y, (x, y)
+
+
+def _max_pool_bwd(window, stride, pad, residuals, grad):
+    x, y = residuals
+    n, _, _, c = x.shape
+    padded = jnp.pad(x, _pool_padding(pad), constant_values=-jnp.inf)
+    height, width = padded.shape[1:3]
+    rows, cols = y.shape[1:3]
+    zero = jnp.zeros((), grad.dtype)
+    taken = jnp.zeros(y.shape, bool)
+    total = jnp.zeros(padded.shape, grad.dtype)
+    for di in range(window):
+        for dj in range(window):
+            # the element at offset (di, dj) of every window, and where it sits in the padded input
+            last_row, last_col = di + stride * (rows - 1), dj + stride * (cols - 1)
+            view = lax.slice(padded, (0, di, dj, 0), (n, last_row + 1, last_col + 1, c), (1, stride, stride, 1))
+            hit = (view == y) & ~taken
+            taken = taken | hit
+            routed = jnp.where(hit, grad, zero)
+            total = total + lax.pad(routed, zero, ((0, 0, 0), (di, height - 1 - last_row, stride - 1),
+                                                   (dj, width - 1 - last_col, stride - 1), (0, 0, 0)))
+    return (total[:, pad: height - pad, pad: width - pad, :],)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)

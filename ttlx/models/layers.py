@@ -45,7 +45,12 @@ def relu(x: jax.Array) -> jax.Array:
 
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """torchvision's stem pooling (3x3, stride 2, padding 1); on CPU with ``performance.max_pool``'s gradient."""
     _record(x.size)
+    if jax.default_backend() == "cpu":
+        from ttlx.performance import max_pool
+
+        return max_pool(x, 3, 2, 1)
     return nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 

@@ -1,0 +1,3 @@
+from ttlx.cli import main
+
+main()

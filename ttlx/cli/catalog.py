@@ -1,0 +1,41 @@
+"""``ttlx models`` and ``ttlx plugins``: what is registered."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ttlx.cli.base import app, print_json, user_errors
+
+
+@app.command()
+@user_errors
+def models(
+    image_size: Annotated[int, typer.Option(help="Input size used for output shapes.")] = 224,
+    layerwise: Annotated[bool, typer.Option(help="List every layer-wise point too.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+):
+    """List registered architectures, their truncation points, output shapes and parameter counts."""
+    from ttlx.models.catalog import model_table
+    from ttlx.report import print_rows
+
+    rows = model_table(image_size=image_size, layerwise=layerwise)
+    if json_out:
+        print_json(rows)
+    else:
+        print_rows(rows, title=f"Architectures and truncation points at {image_size} px (backbone only)")
+
+
+@app.command()
+@user_errors
+def plugins(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False):
+    """List every registered dataset and model and the package that provides it."""
+    from ttlx.plugins_table import plugin_rows
+    from ttlx.report import print_rows
+
+    rows = plugin_rows()
+    if json_out:
+        print_json(rows)
+    else:
+        print_rows(rows, title="Registered plugins")
