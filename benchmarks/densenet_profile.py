@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gzip
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -24,12 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def op_table(folder: str, top: int) -> list:
     """Milliseconds per kind of XLA op in the trace (op names without their numeric suffix)."""
-    files = sorted(Path(folder).rglob("*.trace.json.gz"))
-    events = json.load(gzip.open(files[-1]))["traceEvents"]
+    from step_ops import op_times
+
     by_kind = collections.Counter()
-    for event in events:
-        if event.get("ph") == "X" and "dur" in event and event.get("args", {}).get("hlo_op"):
-            by_kind[re.sub(r"\.\d+$", "", event["name"])] += event["dur"] / 1e3
+    for (kind, _), ms in op_times(folder, {}, batch=0).items():
+        by_kind[kind] += ms
     return [("all XLA ops", round(sum(by_kind.values()), 1))] + [
         (name, round(ms, 1)) for name, ms in by_kind.most_common(top)]
 

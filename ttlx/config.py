@@ -152,11 +152,16 @@ class ModelConfig(DictRecord):
         check_int(self.num_classes, "--classes", 0)
         if self.head is not None and self.num_classes < 1:
             raise ConfigError(f"--classes must be at least 1 for a {self.head} head, got {self.num_classes}.")
-        check_image_size(self.image_size)
-        if self.slim_from is not None:
-            check_int(self.slim_from, "--slim-from", 0)
-        check_int(self.slim_factor, "--slim-factor", 1)
-        check_choice(self.dtype, "--dtype", DTYPES)
+        _check_network_shape(self)
+
+
+def _check_network_shape(cfg) -> None:
+    """The options a model and a training config share: input size, slimming and compute dtype."""
+    check_image_size(cfg.image_size)
+    if cfg.slim_from is not None:
+        check_int(cfg.slim_from, "--slim-from", 0)
+    check_int(cfg.slim_factor, "--slim-factor", 1)
+    check_choice(cfg.dtype, "--dtype", DTYPES)
 
 
 @dataclass(frozen=True)
@@ -210,11 +215,7 @@ class TrainConfig(DictRecord):
         if self.head in (None, "none"):
             raise ConfigError("Training needs a classifier head; choose --head pool or --head flatten.")
         check_choice(self.head, "--head", TRAIN_HEADS)
-        check_image_size(self.image_size)
-        if self.slim_from is not None:
-            check_int(self.slim_from, "--slim-from", 0)
-        check_int(self.slim_factor, "--slim-factor", 1)
-        check_choice(self.dtype, "--dtype", DTYPES)
+        _check_network_shape(self)
         check_choice(self.exp, "--exp", SPLIT_REPEATS)
         check_int(self.sub, "--sub", 1, 100, what="a percentage in 1..100")
         check_int(self.batch_size, "--bs", 1)
