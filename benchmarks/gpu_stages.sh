@@ -2,20 +2,35 @@
 # The GPU benchmarks in stages, most important first, each writing its own JSON as soon as it ends, so a
 # machine lent for a few minutes still leaves every stage it finished. Same measurements as one
 # `python benchmarks/run.py` (bfloat16, batch 128 on a GPU); one interpreter holds both sides here.
-#   bash benchmarks/gpu_stages.sh OUT_DIR [PYTHON]
+#   bash benchmarks/gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]
+# With no STAGE, all of them in the order below; name some to run only those, in the order given
+# (a short loan spends its minutes on what is still unmeasured).
 set -u
-out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON]}
+out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]}
 py=${2:-python3}
+shift $(( $# < 2 ? $# : 2 ))
+declare -A args=(
+    [resnet50_targets]="--only train_step --models resnet50-ftl resnet50-ttl2"
+    [resnet50_ttl1]="--only train_step --models resnet50-ttl1"
+    [memory_startup]="--only memory startup"
+    [densenet201_train]="--only train_step --models densenet201-ftl"
+    [latency]="--only latency --models resnet50-ftl resnet50-ttl2 densenet201-ftl"
+    [compile]="--only compile"
+)
+order=(resnet50_targets resnet50_ttl1 memory_startup densenet201_train latency compile)
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=("${order[@]}")
+for name in "${stages[@]}"; do
+    if [ -z "${args[$name]+set}" ]; then
+        echo "unknown stage '$name'; choose from: ${order[*]}" >&2
+        exit 2
+    fi
+done
 mkdir -p "$out"
-stage() {
-    local name=$1
-    shift
+for name in "${stages[@]}"; do
     echo "== stage $name $(date -u +%T)" | tee -a "$out/log.txt"
-    "$py" benchmarks/run.py --json "$out/$name.json" --reference-python "$py" "$@" 2>&1 | tee -a "$out/log.txt"
-}
-stage resnet50_train --only train_step --models resnet50-ftl resnet50-ttl2 resnet50-ttl1
-stage memory_startup --only memory startup
-stage densenet201_train --only train_step --models densenet201-ftl
-stage latency --only latency --models resnet50-ftl resnet50-ttl2 densenet201-ftl
-stage compile --only compile
+    # shellcheck disable=SC2086  # the stage's arguments are meant to split
+    "$py" benchmarks/run.py --json "$out/$name.json" --reference-python "$py" ${args[$name]} 2>&1 \
+        | tee -a "$out/log.txt"
+done
 echo "== done $(date -u +%T)" | tee -a "$out/log.txt"

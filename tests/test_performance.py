@@ -139,18 +139,19 @@ def torch_rule_max_pool_grad(x: np.ndarray, grad: np.ndarray, window: int, strid
     return out[:, pad: pad + h, pad: pad + w]
 
 
+@pytest.mark.parametrize("unroll", [False, True])
 @pytest.mark.parametrize(("shape", "window", "stride", "pad"), [
     ((2, 9, 9, 3), 3, 2, 1), ((1, 8, 10, 2), 3, 2, 1), ((2, 6, 6, 2), 2, 2, 0), ((1, 7, 7, 1), 3, 1, 1)])
-def test_max_pool_matches_flax_forward_and_the_first_maximum_gradient(shape, window, stride, pad):
+def test_max_pool_matches_flax_forward_and_the_first_maximum_gradient(shape, window, stride, pad, unroll):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(np.float32)
     x[..., 0] = np.round(x[..., 0])  # many ties in one channel: the first maximum of a window wins
     padding = ((pad, pad), (pad, pad))
     expected = nnx.max_pool(jnp.asarray(x), (window, window), strides=(stride, stride), padding=padding)
-    y = performance.max_pool(jnp.asarray(x), window, stride, pad)
+    y = performance.max_pool(jnp.asarray(x), window, stride, pad, unroll)
     np.testing.assert_array_equal(np.asarray(y), np.asarray(expected))
     grad = rng.standard_normal(y.shape).astype(np.float32)
-    _, vjp = jax.vjp(lambda v: performance.max_pool(v, window, stride, pad), jnp.asarray(x))
+    _, vjp = jax.vjp(lambda v: performance.max_pool(v, window, stride, pad, unroll), jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(grad))[0]),
                                torch_rule_max_pool_grad(x, grad, window, stride, pad), rtol=1e-6, atol=1e-6)
 
