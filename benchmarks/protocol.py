@@ -86,8 +86,8 @@ def tune_glibc_malloc() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    # M_ARENA_MAX=1, M_MMAP_MAX=0, M_TRIM_THRESHOLD=INT_MAX
-    return all(libc.mallopt(param, value) == 1 for param, value in ((-8, 1), (-4, 0), (-1, 2**31 - 1)))
+    # M_ARENA_MAX=1, M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1 (never trim; see ttlx.performance.NEVER_TRIM)
+    return all(libc.mallopt(param, value) == 1 for param, value in ((-8, 1), (-4, 0), (-1, -1)))
 
 
 def emit(result: dict) -> None:

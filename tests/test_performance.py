@@ -89,6 +89,33 @@ def test_malloc_tuning_can_be_switched_off(monkeypatch):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+@pytest.mark.parametrize("trim_threshold", [None, 2**31 - 1])
+def test_tuned_malloc_keeps_more_than_2_gib_of_freed_heap(trim_threshold):
+    """A DenseNet201 step at batch 16 frees over 2 GiB at once: glibc must keep it, not hand it back.
+
+    In a fresh process, 3 GiB is allocated on the heap (never touched, so it costs no memory) and freed;
+    the program break shows whether glibc trimmed the heap. The control case sets the largest positive
+    threshold mallopt takes (what ttlx used before), under which glibc does trim.
+    """
+    override = f"libc.mallopt(-1, {trim_threshold}); " if trim_threshold else ""
+    code = ("import ctypes; from ttlx import performance; tuned = performance.tune_malloc(); "
+            "libc = ctypes.CDLL('libc.so.6'); libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p; "
+            "libc.malloc.argtypes = [ctypes.c_size_t]; libc.free.argtypes = [ctypes.c_void_p]; "
+            f"libc.sbrk.argtypes = [ctypes.c_long]; {override}"
+            "block = libc.malloc(3 << 30); assert block; grown = libc.sbrk(0); libc.free(block); "
+            "print(tuned, (grown - libc.sbrk(0)) >> 20)")
+    env = {**os.environ, performance.MALLOC_ENV: "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    tuned, released_mib = done.stdout.split()
+    assert tuned == "True"
+    if trim_threshold is None:
+        assert int(released_mib) == 0
+    else:
+        assert int(released_mib) >= 3 * 1024 - 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_configure_process_tunes_malloc_and_fills_the_cache(tmp_path):
     """In a fresh process: a compiled function lands in the configured cache directory."""
     code = ("import json; from ttlx import performance; s = performance.configure_process(); "
