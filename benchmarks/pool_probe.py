@@ -42,6 +42,7 @@ def pool_alone(pool, batch: int, size: int, dtype: str, steps: int) -> dict:
 
 def train_step(model: str, pool, args) -> dict:
     import ttlx_side
+
     from ttlx.models import layers
 
     original = layers.max_pool_3x3_s2
