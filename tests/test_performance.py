@@ -127,10 +127,44 @@ def test_configure_process_tunes_malloc_and_fills_the_cache(tmp_path):
     assert done.returncode == 0, done.stderr
     applied = json.loads(done.stdout.splitlines()[-1])
     assert applied["malloc_tuned"] is True
-    assert applied["compilation_cache"] == str(tmp_path / "cache")
+    assert applied["compilation_cache"] == str(tmp_path / "cache" / f"cpus-{performance.schedulable_cpus()}")
     flags = performance.XLA_CPU_FLAGS.get(jaxlib.__version__, ())
     assert applied["xla_flags"] == ([] if performance._accelerator_plugin_installed() else list(flags))
     assert any((tmp_path / "cache").iterdir())
+
+
+_PARTITIONED_PROGRAM = (
+    "import os, sys; os.sched_setaffinity(0, {cpus}); from ttlx import performance; import jax; {cache}"
+    "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0); "
+    "jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0); import jax.numpy as jnp; "
+    "x = jnp.zeros((16, 14, 14, 1024)); "
+    "text = jax.jit(lambda x: jnp.maximum(x * 2 + 1, 0)).lower(x).compile().as_text(); "
+    "print('outer_dimension_partitions' in text)")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two schedulable CPUs")
+@pytest.mark.parametrize("cache", ["ttlx", "jax"])
+def test_a_program_compiled_on_one_core_is_not_reused_on_two(tmp_path, cache):
+    """XLA:CPU splits an elementwise loop for as many threads as the process may use when it compiles,
+    and JAX's cache key leaves that out. The same program is compiled pinned to one core and then to
+    two: through ttlx's cache the second run compiles its own, split program. The control case uses
+    JAX's cache directly, where the second run loads the one-core program (if this ever fails, JAX keys
+    its cache on the CPU count and the ``cpus-N`` subfolder can go)."""
+    two = sorted(os.sched_getaffinity(0))[:2]
+    setup = ("performance.enable_compilation_cache(); " if cache == "ttlx" else
+             f"jax.config.update('jax_compilation_cache_dir', {str(tmp_path / 'jax')!r}); ")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env[performance.CACHE_ENV] = str(tmp_path / "ttlx")
+    split = []
+    for cpus in ({two[0]}, set(two)):
+        code = _PARTITIONED_PROGRAM.format(cpus=cpus, cache=setup)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        split.append(done.stdout.split()[-1] == "True")
+    assert split == ([False, True] if cache == "ttlx" else [False, False])
+    if cache == "ttlx":
+        assert sorted(p.name for p in (tmp_path / "ttlx").iterdir()) == ["cpus-1", "cpus-2"]
 
 
 def test_xla_flags_are_added_once_and_never_over_the_users(monkeypatch):

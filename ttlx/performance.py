@@ -57,12 +57,19 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
 
     Must run before the first compilation of the process (JAX fixes its cache at the first compile).
     Returns the cache directory, or None when disabled through ``$TTLX_COMPILATION_CACHE``.
+
+    On CPU, programs go to a subfolder per number of schedulable CPUs (``cpus-2``): XLA:CPU splits
+    elementwise loops for as many threads as the compiling process may run on, and JAX's cache key
+    leaves that out, so a program compiled on one pinned core would be loaded, unsplit, by a run on 32
+    (RESULTS section 2.8). A cache set through JAX's own ``jax_compilation_cache_dir`` is used as given.
     """
     folder = Path(path).expanduser() if path is not None else compilation_cache_dir()
     if folder is None:
         return None
     if path is None and jax.config.jax_compilation_cache_dir:  # a cache set through JAX's own option wins
         return Path(jax.config.jax_compilation_cache_dir)
+    if _cpu_backend_expected():
+        folder = folder / f"cpus-{schedulable_cpus()}"
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     if importlib.util.find_spec("filelock") is not None:  # JAX's eviction needs it (huggingface_hub has it)
@@ -106,6 +113,19 @@ def set_xla_cpu_flags() -> list[str]:
     if added:
         os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
     return added
+
+
+def schedulable_cpus() -> int:
+    """How many CPUs this process may run on (its affinity mask), which is what XLA:CPU compiles for."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _cpu_backend_expected() -> bool:
+    """True unless an accelerator plugin is installed and JAX is not told to use the CPU first."""
+    platforms = os.environ.get("JAX_PLATFORMS", "") or (jax.config.jax_platforms or "")
+    return platforms.split(",")[0].strip().lower() == "cpu" or not _accelerator_plugin_installed()
 
 
 def _accelerator_plugin_installed() -> bool:
