@@ -177,3 +177,22 @@ def test_gpu_runs_check_the_gpu_targets():
 def test_latency_follows_the_chosen_models():
     assert run.plan(run.parse_args(["--models", "resnet50-ttl2"]), "gpu")["latency_models"] == ["resnet50-ttl2"]
     assert run.plan(run.parse_args([]), "gpu")["latency_models"] == list(run.LATENCY_MODELS)
+
+
+def test_warm_cache_steps_share_one_filled_cache_per_model_on_the_ttlx_side(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_side(self, side, measurement, cache=None, **options):
+        calls.append((side, cache, options["steps"]))
+        return {"side": side, "step_s": [1.0 if side == "ttlx" else 2.0]}
+
+    monkeypatch.setattr(run.Context, "run_side", fake_run_side)
+    settings = run.plan(run.parse_args(["--models", "densenet201-ftl", "--steps", "3"]), "cpu")
+    measured = run.measure_train_steps_warm(run.Context("py", "py", settings, tmp_path))
+    cache = "cache-warm-densenet201-ftl"
+    assert calls == [("ttlx", cache, 1), ("ttlx", cache, 3), ("reference", None, 3), ("ttlx", cache, 3),
+                     ("reference", None, 3)]
+    summary = report.summarize({"train_step_warm": measured}, SETTINGS)
+    assert summary["train_steps_warm_cache"][0]["ratio"] == pytest.approx(2.0)
+    assert ("train step densenet201-ftl, programs from the cache (img/s)", "16.00", "8.00", "2.00") in \
+        report.table_rows(summary)
