@@ -1,0 +1,80 @@
+"""Compile a training run's programs in a helper process, so that the run itself only loads them (CPU).
+
+Why: ttlx keeps glibc's heap in one arena that is never trimmed (``ttlx.performance.tune_malloc``). XLA:CPU's
+compile of a big program (DenseNet201's train step has about 6,000 kernels) leaves what it keeps alive
+scattered between the blocks it frees, and every later allocation then walks glibc's long free lists:
+DenseNet201's steps run about a quarter slower than in a process that loaded the same program from the
+persistent cache (``benchmarks/RESULTS.md`` section 2.8). A helper process that builds the same model and
+steps, compiles them into the persistent cache and exits leaves the training process a clean heap.
+
+When: on CPU, in a single-process run with the persistent cache on, for architectures that set
+``cpu_compile_in_helper`` (ResNet50's steps are not affected and skip it), once per configuration: a
+marker in the cache folder records that the helper compiled it, so later runs (repeats, resumes) go
+straight to the cache. ``TTLX_COMPILE_HELPER=0`` turns the helper off, ``=1`` uses it for every
+architecture. If the helper fails, the run compiles for itself, as it would without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ENV = "TTLX_COMPILE_HELPER"
+_OFF, _ON = ("0", "off", "false", "no"), ("1", "on", "true", "yes")
+
+
+def marker_path(config: dict) -> Path | None:
+    """Where the helper records that it compiled ``config`` (None without a persistent cache)."""
+    import jax
+
+    folder = jax.config.jax_compilation_cache_dir
+    if not folder:
+        return None
+    program = {key: value for key, value in config.items() if key != "workdir"}
+    digest = hashlib.sha256(json.dumps(program, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return Path(folder) / "ttlx-compiled" / f"{digest}.json"
+
+
+def wanted(config: dict, arch) -> bool:
+    """Whether ``train`` should compile ``config`` in a helper process first (see the module docstring)."""
+    import jax
+
+    setting = os.environ.get(ENV, "").strip().lower()
+    if setting in _OFF or jax.default_backend() != "cpu" or jax.process_count() != 1:
+        return False
+    if not (setting in _ON or getattr(arch, "cpu_compile_in_helper", False)):
+        return False
+    marker = marker_path(config)
+    return marker is not None and not marker.is_file()
+
+
+def compile_in_helper(config: dict) -> bool:
+    """Run the helper for ``config`` and wait for it; True when it compiled (and the marker is written)."""
+    marker = marker_path(config)
+    done = subprocess.run([sys.executable, "-m", "ttlx.compile_helper", json.dumps(config)],
+                          capture_output=True, text=True, env={**os.environ, ENV: "0"})
+    if done.returncode != 0:
+        return False
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(config, sort_keys=True, default=str) + "\n")
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ttlx.compile_helper CONFIG_JSON``: compile one training config's programs and exit."""
+    from ttlx.config import TrainConfig
+    from ttlx.performance import configure_process
+
+    configure_process()
+    from ttlx.train import compile_programs
+
+    compile_programs(TrainConfig.from_dict(json.loads((argv if argv is not None else sys.argv[1:])[0])))
+
+
+if __name__ == "__main__":
+    main()
