@@ -33,7 +33,8 @@ def test_only_densenet_scale_programs_use_the_helper_unless_told(monkeypatch, tm
 
 def test_a_failing_helper_leaves_no_marker(tmp_path):
     config = {"dataset": "no-such-dataset", "data_dir": str(tmp_path)}
-    assert compile_helper.compile_in_helper(config) is False
+    failure = compile_helper.compile_in_helper(config)
+    assert failure and "no-such-dataset" in failure  # the helper's last line, for the run's note
     assert not compile_helper.marker_path(config).exists()
 
 

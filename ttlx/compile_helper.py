@@ -52,17 +52,19 @@ def wanted(config: dict, arch) -> bool:
     return marker is not None and not marker.is_file()
 
 
-def compile_in_helper(config: dict) -> bool:
-    """Run the helper for ``config`` and wait for it; True when it compiled (and the marker is written)."""
+def compile_in_helper(config: dict) -> str | None:
+    """Run the helper for ``config`` and wait for it; None when it compiled (and the marker is written),
+    else the last line it printed, for a note that the run compiles for itself."""
     marker = marker_path(config)
     done = subprocess.run([sys.executable, "-m", "ttlx.compile_helper", json.dumps(config)],
                           capture_output=True, text=True, env={**os.environ, ENV: "0"})
     if done.returncode != 0:
-        return False
+        lines = done.stderr.strip().splitlines()
+        return lines[-1] if lines else f"exit code {done.returncode}"
     if marker is not None:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(config, sort_keys=True, default=str) + "\n")
-    return True
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

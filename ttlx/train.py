@@ -132,7 +132,10 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
         if progress:
             print("Compiling this configuration's programs in a helper process (its first run on CPU).",
                   file=sys.stderr, flush=True)
-        compile_helper.compile_in_helper(cfg.to_dict())
+        failure = compile_helper.compile_in_helper(cfg.to_dict())
+        if failure and progress:
+            print(f"The compile helper failed ({failure}); compiling in this process instead.", file=sys.stderr,
+                  flush=True)
     # build before touching the run dir, so bad weights or data leave no half-made run behind
     session = build_session(cfg, arch, model_cfg, info, mesh, data)
     dataset = {"name": info.name, "classes": list(info.classes), "multilabel": info.multilabel}
