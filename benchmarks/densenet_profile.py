@@ -8,7 +8,6 @@ the block-wise forward, to compare).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import protocol  # noqa: E402
 
 
 def op_table(folder: str, top: int) -> list:
@@ -32,11 +33,7 @@ def op_table(folder: str, top: int) -> list:
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="densenet201-ftl")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser = protocol.probe_arguments(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--trace", default=None)
     parser.add_argument("--top", type=int, default=60)
@@ -57,9 +54,7 @@ def main():
         DenseNet.forward_features = Network.forward_features
     import ttlx_side
 
-    ns = argparse.Namespace(model=args.model, image_size=args.image_size, dtype="float32", plain=False,
-                            batch_size=args.batch_size)
-    step = ttlx_side.make_train_step(ns)[0]
+    step = ttlx_side.make_train_step(args)[0]
     clock = time.process_time if args.threads == 1 else time.perf_counter
     start = time.perf_counter()
     step()

@@ -11,7 +11,6 @@ the process, ``TTLX_COMPILATION_CACHE=off``, with a program loaded from the cach
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import os
 import re
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import protocol  # noqa: E402
 
 
 def free_heap_chunks() -> tuple[int, int]:
@@ -42,11 +43,7 @@ def free_heap_chunks() -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="densenet201-ftl")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser = protocol.probe_arguments(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--trim-threshold", type=int, default=None)
     parser.add_argument("--heap", action="store_true", help="print the heap's free chunks of 1 KiB or more")
@@ -59,9 +56,7 @@ def main() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-1, args.trim_threshold)  # M_TRIM_THRESHOLD
     import ttlx_side
 
-    options = argparse.Namespace(model=args.model, image_size=args.image_size, dtype="float32", plain=False,
-                                 batch_size=args.batch_size)
-    step, *_ = ttlx_side.make_train_step(options)
+    step, *_ = ttlx_side.make_train_step(args)
     step()  # compile
     if args.heap:
         print("free heap chunks >= 1 KiB after the compile: {} ({} MiB)".format(*free_heap_chunks()), flush=True)

@@ -11,7 +11,6 @@ and library calls return before their work ends, so read one-thread profiles.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import gzip
 import json
@@ -22,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import protocol  # noqa: E402
 
 
 def instruction_shapes(hlo_text: str) -> dict[str, str]:
@@ -51,11 +52,7 @@ def op_times(trace_dir: str, shapes: dict[str, str], batch: int) -> collections.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="densenet201-ftl")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser = protocol.probe_arguments(__doc__.splitlines()[0])
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--hlo", default=None, help="also write the optimized HLO text here")
     args = parser.parse_args()
@@ -67,9 +64,7 @@ def main() -> None:
     import jax
     import ttlx_side
 
-    options = argparse.Namespace(model=args.model, image_size=args.image_size, dtype="float32", plain=False,
-                                 batch_size=args.batch_size)
-    step, steps, state, batch, _ = ttlx_side.make_train_step(options)
+    step, steps, state, batch, _ = ttlx_side.make_train_step(args)
     hlo = steps.train.lower(state["train"], batch).compile().as_text()
     if args.hlo:
         Path(args.hlo).write_text(hlo)

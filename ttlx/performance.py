@@ -128,7 +128,8 @@ def _cpu_backend_expected() -> bool:
     return platforms.split(",")[0].strip().lower() == "cpu" or not _accelerator_plugin_installed()
 
 
-def _accelerator_plugin_installed() -> bool:
+@functools.cache
+def _accelerator_plugin_installed() -> bool:  # scans every installed distribution: once per process
     from importlib import metadata
 
     prefixes = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "libtpu")

@@ -128,11 +128,12 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     mesh = data_mesh()
     check_batch_size(cfg.batch_size, mesh)
     refuse_finished(RunDir(path), force)
-    if compile_helper.wanted(cfg.to_dict(), arch):  # a clean heap for the steps on CPU (RESULTS 2.8)
+    config = cfg.to_dict()
+    if compile_helper.wanted(config, arch):  # a clean heap for the steps on CPU (RESULTS 2.8)
         if progress:
             print("Compiling this configuration's programs in a helper process (its first run on CPU).",
                   file=sys.stderr, flush=True)
-        failure = compile_helper.compile_in_helper(cfg.to_dict())
+        failure = compile_helper.compile_in_helper(config)
         if failure and progress:
             print(f"The compile helper failed ({failure}); compiling in this process instead.", file=sys.stderr,
                   flush=True)
