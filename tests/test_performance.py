@@ -88,6 +88,28 @@ def test_malloc_tuning_can_be_switched_off(monkeypatch):
     assert performance.tune_malloc() is False
 
 
+@pytest.mark.parametrize(("setting", "cpu_runs_steps", "expected"),
+                         [("", False, False), ("", True, True), ("1", False, True), ("0", True, False)])
+def test_malloc_is_left_alone_where_an_accelerator_runs_the_steps(monkeypatch, setting, cpu_runs_steps, expected):
+    """Tuned only where the CPU runs the steps, unless ``TTLX_TUNE_MALLOC`` says otherwise (mallopt itself
+    is replaced: this process keeps its settings)."""
+    calls = []
+
+    class FakeLibc:
+        gnu_get_libc_version = None
+
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(performance, "_cpu_backend_expected", lambda: cpu_runs_steps)
+    monkeypatch.setattr(performance.ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.setattr(performance.sys, "platform", "linux")
+    monkeypatch.setenv(performance.MALLOC_ENV, setting)
+    assert performance.tune_malloc() is expected
+    assert len(calls) == (3 if expected else 0)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 @pytest.mark.parametrize("trim_threshold", [None, 2**31 - 1])
 def test_tuned_malloc_keeps_more_than_2_gib_of_freed_heap(trim_threshold):
@@ -226,3 +248,12 @@ def test_max_pool_gradient_equals_jax_autodiff_without_ties_in_bfloat16_too():
             (1, 1), (1, 1))).astype(jnp.float32))))(v)
         assert ours.dtype == dtype
         np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(flax_grad, np.float32), atol=tol)
+
+
+@pytest.mark.parametrize(("plugin", "platforms", "expected"),
+                         [(False, "", True), (True, "cuda,cpu", False), (True, "cpu,cuda", True), (True, "CPU", True)])
+def test_the_cpu_runs_the_steps_unless_an_accelerator_plugin_is_there_and_chosen(monkeypatch, plugin, platforms,
+                                                                              expected):
+    monkeypatch.setattr(performance, "_accelerator_plugin_installed", lambda: plugin)
+    monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    assert performance._cpu_backend_expected() is expected

@@ -23,7 +23,8 @@ from jax import lax
 
 CACHE_ENV = "TTLX_COMPILATION_CACHE"  # a directory, or 0/off/false to disable the cache
 CACHE_MAX_BYTES = 4 * 2**30  # least recently used programs are evicted beyond this
-MALLOC_ENV = "TTLX_TUNE_MALLOC"  # 0/off/false keeps glibc's default allocator behaviour
+MALLOC_ENV = "TTLX_TUNE_MALLOC"  # 0/off/false: glibc's defaults; 1/on/true: tune even with an accelerator
+_ON = ("1", "on", "true", "yes")
 _OFF = ("0", "off", "false", "no")
 
 # XLA:CPU flags per jaxlib version they were measured on. jaxlib 0.10.2 runs YNNPACK's convolutions on
@@ -84,8 +85,13 @@ def tune_malloc() -> bool:
     hands them back on free, so every step page-faults its whole working set again (about 400,000
     faults, 0.8 s of CPU, in a ResNet50 step at batch 16, 224 px). Call it before JAX creates its
     threads: a thread keeps the arena it first used. Returns False where it does not apply.
+
+    Only where the steps run on the CPU (no accelerator plugin installed, or ``JAX_PLATFORMS=cpu``
+    first): on a GPU the step's buffers live on the device, so keeping the host heap at its peak and
+    every host thread in one arena buys nothing (``$TTLX_TUNE_MALLOC=1`` tunes there too).
     """
-    if sys.platform != "linux" or os.environ.get(MALLOC_ENV, "").lower() in _OFF:
+    setting = os.environ.get(MALLOC_ENV, "").lower()
+    if sys.platform != "linux" or setting in _OFF or (setting not in _ON and not _cpu_backend_expected()):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
