@@ -23,10 +23,10 @@ import protocol  # noqa: E402
 
 def op_table(folder: str, top: int) -> list:
     """Milliseconds per kind of XLA op in the trace (op names without their numeric suffix)."""
-    from step_ops import op_times
+    from step_ops import op_times, trace_events
 
     by_kind = collections.Counter()
-    for (kind, _), ms in op_times(folder, {}, batch=0).items():
+    for (kind, _), ms in op_times(trace_events(folder), {}, batch=0).items():
         by_kind[kind] += ms
     return [("all XLA ops", round(sum(by_kind.values()), 1))] + [
         (name, round(ms, 1)) for name, ms in by_kind.most_common(top)]

@@ -4,7 +4,9 @@
 # `python benchmarks/run.py` (bfloat16, batch 128 on a GPU); one interpreter holds both sides here.
 #   bash benchmarks/gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]
 # With no STAGE, all of them in the order below; name some to run only those, in the order given
-# (a short loan spends its minutes on what is still unmeasured).
+# (a short loan spends its minutes on what is still unmeasured). The `profile` stage is run only when
+# named: one traced step each of ResNet50 FTL and TTL-2 through `benchmarks/step_ops.py`, op times per
+# kind and feature-map size, with the raw traces and optimized HLO kept in OUT_DIR/profile-MODEL.
 set -u
 out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]}
 py=${2:-python3}
@@ -16,19 +18,27 @@ declare -A args=(
     [densenet201_train]="--only train_step --models densenet201-ftl"
     [latency]="--only latency --models resnet50-ftl resnet50-ttl2 densenet201-ftl"
     [compile]="--only compile"
+    [profile]=""
 )
 order=(resnet50_targets resnet50_ttl1 memory_startup densenet201_train latency compile)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${order[@]}")
 for name in "${stages[@]}"; do
     if [ -z "${args[$name]+set}" ]; then
-        echo "unknown stage '$name'; choose from: ${order[*]}" >&2
+        echo "unknown stage '$name'; choose from: ${order[*]} profile" >&2
         exit 2
     fi
 done
 mkdir -p "$out"
 for name in "${stages[@]}"; do
     echo "== stage $name $(date -u +%T)" | tee -a "$out/log.txt"
+    if [ "$name" = profile ]; then
+        for model in resnet50-ftl resnet50-ttl2; do
+            "$py" benchmarks/step_ops.py --model "$model" --dtype bfloat16 --batch-size 128 --top 40 \
+                --keep "$out/profile-$model" 2>&1 | tee -a "$out/log.txt"
+        done
+        continue
+    fi
     # shellcheck disable=SC2086  # the stage's arguments are meant to split
     "$py" benchmarks/run.py --json "$out/$name.json" --reference-python "$py" ${args[$name]} 2>&1 \
         | tee -a "$out/log.txt"

@@ -196,3 +196,25 @@ def test_warm_cache_steps_share_one_filled_cache_per_model_on_the_ttlx_side(tmp_
     assert summary["train_steps_warm_cache"][0]["ratio"] == pytest.approx(2.0)
     assert ("train step densenet201-ftl, programs from the cache (img/s)", "16.00", "8.00", "2.00") in \
         report.table_rows(summary)
+
+
+def test_step_ops_sums_op_times_per_track_and_by_feature_map_size():
+    """A GPU trace can show one op on two lines (its stream and an "XLA Ops" line): totals per track show it,
+    and the table reads one track."""
+    import step_ops
+
+    hlo = ("ENTRY %main {\n  %fusion.3 = bf16[128,56,56,256]{3,2,1,0} fusion(...)\n"
+           "  ROOT %convolution.7 = bf16[7,7,3,64]{3,2,1,0} custom-call(...)\n}")
+    shapes = step_ops.instruction_shapes(hlo)
+    assert shapes == {"fusion.3": "bf16[128,56,56,256]", "convolution.7": "bf16[7,7,3,64]"}
+    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+            {"ph": "M", "name": "thread_name", "pid": 1, "tid": 5, "args": {"name": "Stream #13"}},
+            {"ph": "M", "name": "thread_name", "pid": 1, "tid": 6, "args": {"name": "XLA Ops"}}]
+    ops = [{"ph": "X", "pid": 1, "tid": tid, "name": name, "dur": dur, "args": {"hlo_op": name}}
+           for tid in (5, 6) for name, dur in (("fusion.3", 1500.0), ("convolution.7", 250.0))]
+    ops.append({"ph": "X", "pid": 1, "tid": 5, "name": "memcpy", "dur": 900.0, "args": {}})  # not an XLA op
+    events = meta + ops
+    assert step_ops.op_tracks(events) == {"/device:GPU:0 / Stream #13": 1.75, "/device:GPU:0 / XLA Ops": 1.75}
+    assert step_ops.op_times(events, shapes, 128, track="/device:GPU:0 / XLA Ops") == {
+        ("fusion", "56x56"): 1.5, ("convolution", "other"): 0.25}
+    assert sum(step_ops.op_times(events, shapes, 128).values()) == 3.5
