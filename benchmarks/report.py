@@ -113,7 +113,8 @@ def gpu_targets(steps: list[dict], device: str | None) -> dict:
 def summarize(measured: dict, settings: dict) -> dict:
     """The benchmark JSON from the raw side results that ``run.py`` collected."""
     steps = [throughput_entry(pair.get("ttlx"), pair.get("reference"), model=model,
-                              batch_size=settings["batch_size"], image_size=settings["image_size"])
+                              batch_size=settings["batch_size"], image_size=settings["image_size"],
+                              ttlx_programs=value(pair.get("ttlx"), "programs"))
              for model, pair in measured.get("train_step", {}).items()]
     headline = next((row for row in steps if row["model"] == HEADLINE_MODEL), steps[0] if steps else None)
     out = {"settings": settings, "train_step": headline, "train_steps": steps}
@@ -150,14 +151,18 @@ def summarize(measured: dict, settings: dict) -> dict:
     return out
 
 
+HELPER_NOTE = ", programs compiled in a helper process as `ttlx train` does"
+
+
 def _fmt(number: float | None, digits: int = 2) -> str:
     return "-" if number is None else f"{number:.{digits}f}"
 
 
 def table_rows(summary: dict) -> list[tuple[str, str, str, str]]:
     """(measurement, ttlx, reference, ratio) rows of the printed table."""
-    rows = [(f"train step {r['model']} (img/s)", _fmt(r["ttlx_img_s"]), _fmt(r["reference_img_s"]),
-             _fmt(r["ratio"])) for r in summary.get("train_steps", [])]
+    rows = [(f"train step {r['model']}{HELPER_NOTE if 'helper' in (r.get('ttlx_programs') or '') else ''} (img/s)",
+             _fmt(r["ttlx_img_s"]), _fmt(r["reference_img_s"]), _fmt(r["ratio"]))
+            for r in summary.get("train_steps", [])]
     rows += [(f"train step {r['model']}, programs from the cache (img/s)", _fmt(r["ttlx_img_s"]),
               _fmt(r["reference_img_s"]), _fmt(r["ratio"])) for r in summary.get("train_steps_warm_cache", [])]
     for key, label in (("pipeline", "input pipeline, same JPEG bytes (img/s)"),

@@ -76,11 +76,41 @@ def device_name() -> str:
     return str(jax.devices()[0].device_kind)
 
 
+def compile_as_ttlx_train_does(args) -> float | None:
+    """Where ``ttlx train`` compiles a network's programs in a helper process (``ttlx.compile_helper``:
+    DenseNet201 on CPU), do the same: this script again with ``--compile-only`` fills the persistent cache
+    first, and the timed process loads the programs. Returns the helper's seconds, None where it does not
+    apply (a failing helper is an error: the measurement would not be what ``ttlx train`` runs)."""
+    import os
+    import subprocess
+
+    import jax
+
+    from ttlx import compile_helper
+    from ttlx.models import get_architecture
+
+    if args.plain or args.compile_only or not jax.config.jax_compilation_cache_dir:
+        return None
+    if not compile_helper.applies(get_architecture(protocol.MODELS[args.model]["arch"])):
+        return None
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--compile-only"], capture_output=True,
+                          text=True, env={**os.environ, compile_helper.ENV: "0"})
+    if done.returncode != 0:
+        raise RuntimeError(f"the compile helper failed: {done.stderr.strip().splitlines()[-1:]}")
+    return time.perf_counter() - start
+
+
 def measure_train_step(args) -> dict:
-    step, _, _, _, params = make_train_step(args)
+    helper_s = compile_as_ttlx_train_does(args)
+    step, steps, state, batch, params = make_train_step(args)
+    if args.compile_only:
+        steps.train.lower(state["train"], batch).compile()
+        return {"compiled": True, "device": device_name()}
     timing = protocol.time_steps(step, warmup=args.warmup, steps=args.steps)
+    programs = "compiled in this process" if helper_s is None else "compiled in a helper process, as ttlx train does"
     return {"img_s": protocol.images_per_second(args.batch_size, timing), "params": params,
-            "device": device_name(), **timing}
+            "device": device_name(), "programs": programs, "helper_s": helper_s, **timing}
 
 
 def measure_compile(args) -> dict:
@@ -199,6 +229,8 @@ MEASUREMENTS = {"train_step": measure_train_step, "memory": measure_memory, "lat
 def main() -> None:
     parser = protocol.side_arguments(__doc__.splitlines()[0])
     parser.add_argument("--plain", action="store_true", help="leave out ttlx.performance (to measure it)")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="train_step: compile the step into the persistent cache and exit (the helper)")
     args = parser.parse_args()
     args.threads = protocol.pin_threads(args.threads)  # before JAX sizes its thread pools
     from ttlx import performance

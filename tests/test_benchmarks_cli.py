@@ -51,7 +51,8 @@ def test_help_lists_the_contract_options():
 def test_summary_holds_the_contract_fields_with_their_ratios():
     summary = report.summarize(fake_measurements(), SETTINGS)
     assert summary["train_step"] == {"ttlx_img_s": 5.5, "reference_img_s": 5.0, "ratio": pytest.approx(1.1),
-                                     "model": "resnet50-ftl", "batch_size": 16, "image_size": 224}
+                                     "model": "resnet50-ftl", "batch_size": 16, "image_size": 224,
+                                     "ttlx_programs": None}
     assert [row["model"] for row in summary["train_steps"]] == ["resnet50-ttl1", "resnet50-ftl"]
     assert summary["pipeline"]["ratio"] == pytest.approx(3.0)
     assert {"ttlx_img_s", "reference_img_s", "ratio"} <= set(summary["pipeline"])
@@ -218,3 +219,29 @@ def test_step_ops_sums_op_times_per_track_and_by_feature_map_size():
     assert step_ops.op_times(events, shapes, 128, track="/device:GPU:0 / XLA Ops") == {
         ("fusion", "56x56"): 1.5, ("convolution", "other"): 0.25}
     assert sum(step_ops.op_times(events, shapes, 128).values()) == 3.5
+
+
+def test_steps_compiled_in_a_helper_are_labelled_so():
+    measured = {"train_step": {"densenet201-ftl": {
+        "ttlx": side(img_s=4.5, programs="compiled in a helper process, as ttlx train does"),
+        "reference": side(img_s=4.0)}, "resnet50-ftl": {"ttlx": side(img_s=5.5, programs="compiled in this process"),
+                                                         "reference": side(img_s=5.0)}}}
+    rows = {row[0]: row for row in report.table_rows(report.summarize(measured, SETTINGS))}
+    assert rows[f"train step densenet201-ftl{report.HELPER_NOTE} (img/s)"][3] == "1.12"
+    assert "train step resnet50-ftl (img/s)" in rows
+
+
+def test_the_ttlx_side_compiles_in_a_helper_where_ttlx_train_would(tmp_path):
+    """With the helper forced on, the timed process loads the helper's train step: the cache then holds one."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env.update({"TTLX_COMPILATION_CACHE": str(tmp_path / "cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                "TTLX_COMPILE_HELPER": "1"})
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "ttlx_side.py"), "train_step", "--model", "resnet50-ttl2",
+                           "--batch-size", "2", "--image-size", "32", "--steps", "1", "--warmup", "1"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = protocol.parse_result(done.stdout)
+    assert result["programs"].startswith("compiled in a helper") and result["helper_s"] > 0
+    assert len(list((tmp_path / "cache").rglob("jit_train*-cache"))) == 1

@@ -39,14 +39,20 @@ def marker_path(config: dict) -> Path | None:
     return Path(folder) / "ttlx-compiled" / f"{digest}.json"
 
 
-def wanted(config: dict, arch) -> bool:
-    """Whether ``train`` should compile ``config`` in a helper process first (see the module docstring)."""
+def applies(arch) -> bool:
+    """Whether this process compiles ``arch``'s programs in a helper (backend, process count, setting and
+    the architecture's ``cpu_compile_in_helper``; not whether this configuration was compiled already)."""
     import jax
 
     setting = os.environ.get(ENV, "").strip().lower()
     if setting in _OFF or jax.default_backend() != "cpu" or jax.process_count() != 1:
         return False
-    if not (setting in _ON or getattr(arch, "cpu_compile_in_helper", False)):
+    return setting in _ON or getattr(arch, "cpu_compile_in_helper", False)
+
+
+def wanted(config: dict, arch) -> bool:
+    """Whether ``train`` should compile ``config`` in a helper process first (see the module docstring)."""
+    if not applies(arch):
         return False
     marker = marker_path(config)
     return marker is not None and not marker.is_file()
