@@ -144,12 +144,25 @@ def measure_memory(args) -> dict:
 
 
 def measure_latency(args) -> dict:
-    """``ttlx analyze cost``'s latency: median of a jit-compiled batch-1 eval-mode forward pass."""
-    from ttlx.models.cost import count_params, measure_latency
+    """``ttlx analyze cost``'s latency: median of a jit-compiled batch-1 eval-mode forward pass of the network
+    with zero weights, timed where ttlx times it (a fresh process for DenseNet201 on CPU, see
+    ``ttlx.models.latency``); ``--plain`` times the plain-convolution network in this process."""
+    from ttlx.models import resolve_config
+    from ttlx.models.abstract import abstract_model
+    from ttlx.models.cost import count_params
+    from ttlx.models.latency import latency_ms, measure_latency, times_in_fresh_process
 
-    model, _ = build_model(args.model, args.image_size, args.dtype, args.plain)
-    latency = measure_latency(model, args.image_size, repeats=args.steps, warmup=args.warmup)
-    return {"latency_ms": latency, "params": count_params(model)[0], "device": device_name()}
+    spec = protocol.MODELS[args.model]
+    arch, cfg = resolve_config(spec["arch"], spec["trunc"], layerwise=spec["layerwise"], head=protocol.HEAD,
+                               num_classes=protocol.NUM_CLASSES, image_size=args.image_size, dtype=args.dtype)
+    if args.plain:
+        model, _ = build_model(args.model, args.image_size, args.dtype, plain=True)
+        latency, timed_in = measure_latency(model, args.image_size, repeats=args.steps, warmup=args.warmup), "this"
+    else:
+        latency = latency_ms(cfg, repeats=args.steps, warmup=args.warmup)
+        timed_in = "a fresh" if times_in_fresh_process(cfg) else "this"
+    return {"latency_ms": latency, "params": count_params(abstract_model(arch, cfg))[0], "device": device_name(),
+            "timed_in": f"{timed_in} process"}
 
 
 def measure_pipeline(args) -> dict:

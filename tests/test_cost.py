@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from ttlx.cli import app
 from ttlx.models import layers, resolve_config
-from ttlx.models.cost import abstract_model, count_params, model_cost, zero_weight_model
+from ttlx.models.abstract import abstract_model, zero_weight_model
+from ttlx.models.cost import count_params, model_cost
 from ttlx.models.macs import MacCount, count_jaxpr_macs, count_macs
 
 # ANCHORS.md section 3 at 224x224: (model, options, params, GMACs conv+linear, GMACs ptflops, output CxHxW)

@@ -58,11 +58,13 @@ def wanted(config: dict, arch) -> bool:
     return marker is not None and not marker.is_file()
 
 
-def compile_in_helper(config: dict) -> str | None:
+def compile_in_helper(config: dict, kind: str = "train") -> str | None:
     """Run the helper for ``config`` and wait for it; None when it compiled (and the marker is written),
-    else the last line it printed, for a note that the run compiles for itself."""
+    else the last line it printed, for a note that the caller compiles for itself. ``kind`` names what to
+    compile (a key of :data:`COMPILERS`); the marker is keyed by ``config`` alone, so keep kinds' configs
+    apart (the latency helper's is ``{"latency": model config}``)."""
     marker = marker_path(config)
-    done = subprocess.run([sys.executable, "-m", "ttlx.compile_helper", json.dumps(config)],
+    done = subprocess.run([sys.executable, "-m", "ttlx.compile_helper", kind, json.dumps(config)],
                           capture_output=True, text=True, env={**os.environ, ENV: "0"})
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
@@ -73,15 +75,32 @@ def compile_in_helper(config: dict) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m ttlx.compile_helper CONFIG_JSON``: compile one training config's programs and exit."""
+def _compile_training(config: dict) -> None:
     from ttlx.config import TrainConfig
-    from ttlx.performance import configure_process
-
-    configure_process()
     from ttlx.train import compile_programs
 
-    compile_programs(TrainConfig.from_dict(json.loads((argv if argv is not None else sys.argv[1:])[0])))
+    compile_programs(TrainConfig.from_dict(config))
+
+
+def _compile_forward(config: dict) -> None:
+    from ttlx.config import ModelConfig
+    from ttlx.models.latency import HELPER_KIND, compile_forward
+
+    compile_forward(ModelConfig.from_dict(config[HELPER_KIND]))
+
+
+# What the helper can compile: a training config's train and evaluation steps (``ttlx train``), or the
+# batch-1 forward pass that ``ttlx.models.latency`` times.
+COMPILERS = {"train": _compile_training, "latency": _compile_forward}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ttlx.compile_helper KIND CONFIG_JSON``: compile one config's programs and exit."""
+    from ttlx.performance import configure_process
+
+    kind, config = argv if argv is not None else sys.argv[1:]
+    configure_process()
+    COMPILERS[kind](json.loads(config))
 
 
 if __name__ == "__main__":

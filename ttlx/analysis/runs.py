@@ -42,7 +42,7 @@ def finetuned_network(run: Run, checkpoint: str = "best"):
     """
     from ttlx.checkpoint import assign_model_state, load_model_state
     from ttlx.models import get_architecture
-    from ttlx.models.cost import abstract_model
+    from ttlx.models.abstract import abstract_model
 
     if checkpoint not in ("best", "latest"):
         raise ConfigError(f"Unknown checkpoint '{checkpoint}'; choose best or latest.")

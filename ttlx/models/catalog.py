@@ -20,8 +20,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ttlx.config import ModelConfig
+from ttlx.models.abstract import abstract_model
 from ttlx.models.architecture import Architecture
-from ttlx.models.cost import abstract_model, count_params
+from ttlx.models.cost import count_params
 
 
 @dataclass(frozen=True)

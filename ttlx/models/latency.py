@@ -1,0 +1,127 @@
+"""Batch-1 latency: the median wall time of a jit-compiled eval-mode forward pass (the paper's T column).
+
+Where it is timed: in the calling process, except on CPU for the architectures whose programs ttlx
+compiles in a helper process (``cpu_compile_in_helper``, DenseNet201; see :mod:`ttlx.compile_helper`).
+Compiling such a network in the timing process leaves XLA's compile-time garbage in glibc's heap, and the
+forward pass then runs slower: DenseNet201 at 224 px on 2 cores took 76-81 ms after compiling in the
+process against 62-63 ms when the program came from the cache (``benchmarks/RESULTS.md`` section 2.9). A
+process that compiled something else that big first (``ttlx eval``'s evaluation step) is slowed the same
+way. So there the timing runs in a fresh process (``python -m ttlx.models.latency``) on the same network
+with zero weights (a forward pass takes as long whatever its weights hold; the architecture, cut, head,
+input size and dtype are the config's), and that process loads a forward that the helper compiled into
+the persistent cache. If the fresh process fails, the caller times in-process and prints one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ttlx import compile_helper
+from ttlx.config import ModelConfig
+from ttlx.models.abstract import abstract_model, zero_weight_model
+
+HELPER_KIND = "latency"  # the compile helper's entry for a forward pass (``ttlx.compile_helper``)
+
+
+def forward_program(model: nnx.Module, image_size: int):
+    """(jitted eval-mode forward, the model's state, a batch-1 input) as timed; the caller's model keeps
+    its train/eval mode."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def forward(state, x):
+        net = nnx.merge(graphdef, state)
+        net.eval()
+        return net(x)
+
+    return forward, state, jax.random.normal(jax.random.key(0), (1, image_size, image_size, 3), jnp.float32)
+
+
+def measure_latency(model: nnx.Module, image_size: int, *, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time in ms of ``repeats`` forward passes in this process, after ``warmup`` runs (the
+    first of which compiles, or loads from the persistent cache)."""
+    forward, state, x = forward_program(model, image_size)
+    for _ in range(max(warmup, 1)):
+        forward(state, x).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward(state, x).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def zero_weight_network(cfg: ModelConfig) -> nnx.Module:
+    from ttlx.models import get_architecture
+
+    return zero_weight_model(abstract_model(get_architecture(cfg.arch), cfg))
+
+
+def compile_forward(cfg: ModelConfig) -> None:
+    """Compile the timed forward pass of ``cfg`` into the persistent cache (the helper's job)."""
+    forward, state, x = forward_program(zero_weight_network(cfg), cfg.image_size)
+    forward.lower(state, x).compile()
+
+
+def times_in_fresh_process(cfg: ModelConfig) -> bool:
+    from ttlx.models import get_architecture
+
+    return bool(jax.config.jax_compilation_cache_dir) and compile_helper.applies(get_architecture(cfg.arch))
+
+
+def latency_ms(cfg: ModelConfig, model: nnx.Module | None = None, *, repeats: int = 20, warmup: int = 3) -> float:
+    """Batch-1 latency of ``cfg``'s network: ``model`` (else the network with zero weights) timed here, or
+    the zero-weight network in a fresh process where the module docstring says so."""
+    if times_in_fresh_process(cfg):
+        measured = _time_in_fresh_process(cfg, repeats, warmup)
+        if measured is not None:
+            return measured
+    timed = model if model is not None else zero_weight_network(cfg)
+    return measure_latency(timed, cfg.image_size, repeats=repeats, warmup=warmup)
+
+
+def _time_in_fresh_process(cfg: ModelConfig, repeats: int, warmup: int) -> float | None:
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(jax.config.jax_compilation_cache_dir)}
+    command = [sys.executable, "-m", "ttlx.models.latency", json.dumps(cfg.to_dict()), str(repeats), str(warmup)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode == 0 and lines:
+        try:
+            return float(json.loads(lines[-1])["latency_ms"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+    print(f"ttlx: timing the forward pass in a fresh process failed ({why}); timing it in this process, "
+          "where an earlier compile can make it slower.", file=sys.stderr)
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ttlx.models.latency MODEL_CONFIG_JSON REPEATS WARMUP``: print ``{"latency_ms": ...}``."""
+    config_json, repeats, warmup = argv if argv is not None else sys.argv[1:]
+    from ttlx.models import get_architecture
+    from ttlx.performance import configure_process
+
+    configure_process()
+    cfg = ModelConfig.from_dict(json.loads(config_json))
+    program = {HELPER_KIND: cfg.to_dict()}
+    if compile_helper.wanted(program, get_architecture(cfg.arch)):
+        failure = compile_helper.compile_in_helper(program, kind=HELPER_KIND)
+        if failure:
+            print(f"ttlx: compiling the forward pass in a helper process failed ({failure}); compiling it here.",
+                  file=sys.stderr)
+    latency = measure_latency(zero_weight_network(cfg), cfg.image_size, repeats=int(repeats), warmup=int(warmup))
+    print(json.dumps({"latency_ms": latency}))
+
+
+if __name__ == "__main__":
+    main()
