@@ -175,6 +175,24 @@ def test_gpu_runs_check_the_gpu_targets():
     assert "gpu_targets" not in report.summarize(measured, {**SETTINGS, "backend": "cpu"})
 
 
+def test_latency_rounds_alternate_and_report_the_median_of_their_medians(tmp_path, monkeypatch):
+    order = []
+    values = {"ttlx": iter([60.0, {"error": "killed"}, 62.0]), "reference": iter([78.0, 121.0, 80.0])}
+
+    def fake_run_side(self, side, measurement, **options):
+        order.append(side)
+        value = next(values[side])
+        return value if isinstance(value, dict) else {"side": side, "latency_ms": value}
+
+    monkeypatch.setattr(run.Context, "run_side", fake_run_side)
+    settings = {**run.plan(run.parse_args([]), "cpu"), "rounds": 3, "latency_models": ["densenet201-ftl"]}
+    measured = run.measure_latency(run.Context("py", "py", settings, tmp_path))["densenet201-ftl"]
+    assert order == ["ttlx", "reference"] * 3
+    assert measured["ttlx"]["latency_ms"] == 61.0 and measured["ttlx"]["latency_ms_rounds"] == [60.0, 62.0]
+    assert measured["reference"]["latency_ms"] == 80.0
+    assert run.pool_latency([{"error": "a"}, {"error": "b"}]) == {"error": "a"}
+
+
 def test_latency_follows_the_chosen_models():
     assert run.plan(run.parse_args(["--models", "resnet50-ttl2"]), "gpu")["latency_models"] == ["resnet50-ttl2"]
     assert run.plan(run.parse_args([]), "gpu")["latency_models"] == list(run.LATENCY_MODELS)
