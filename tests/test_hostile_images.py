@@ -154,11 +154,11 @@ def _stored_or_bad(data: bytes) -> np.ndarray | None:
     """The stored pixels (full size), or None when the image is reported bad; anything else fails the test."""
     try:
         image = images.open_source(data)
+        stored = images.stored_image(image, channels=3, max_size=0, pad_square=False)
+        images.encode(stored, "jpeg")  # as prepare does: a decodable image the encoder refuses is reported too
     except images.BadImage as err:
         assert str(err)  # a reason for the report
         return None
-    stored = images.stored_image(image, channels=3, max_size=0, pad_square=False)
-    images.encode(stored, "jpeg")
     return np.asarray(stored)
 
 
@@ -191,6 +191,8 @@ def test_a_truncated_image_is_reported_unless_all_its_pixels_survive(fmt, cut):
     st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 255)), min_size=1, max_size=6),
 )
 def test_corrupted_bytes_decode_or_are_reported(fmt, flips):
+    """Found by this test: one flipped byte in the TIFF's header makes it 24x65556, which decodes but which
+    libjpeg cannot write; it is reported, not a crash of prepare."""
     data = bytearray(ENCODED[fmt])
     for position, value in flips:
         data[position % len(data)] = value
@@ -275,3 +277,11 @@ def test_skip_records_the_bad_files_and_stores_the_odd_ones_right(hostile_folder
         assert np.abs(stored(example_id) - colour).max() <= 3, example_id
     gray = stored("a/gray16.png")
     assert np.abs(gray[:, :8] - 255).max() <= 3 and np.abs(gray[:, 8:] - 128).max() <= 3
+
+
+def test_an_image_too_tall_for_jpeg_is_reported_and_stored_as_png_fine():
+    tall = Image.new("RGB", (24, images.JPEG_MAX_SIDE + 56), (10, 20, 30))
+    with pytest.raises(images.BadImage, match="too large to store as JPEG"):
+        images.encode(tall, "jpeg")
+    assert Image.open(io.BytesIO(images.encode(tall, "png"))).size == tall.size
+    images.encode(Image.new("RGB", (24, images.JPEG_MAX_SIDE)), "jpeg")  # the limit itself is fine

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 WHITE = 255
+JPEG_MAX_SIDE = 65500  # libjpeg cannot write a wider or taller image
 
 
 class BadImage(Exception):
@@ -67,11 +68,19 @@ def stored_image(image: Image.Image, *, channels: int, max_size: int, pad_square
 
 
 def encode(image: Image.Image, encoding: str) -> bytes:
+    """The stored bytes (JPEG at quality 95, or PNG); BadImage for an image the encoder cannot write (a
+    side over 65,500 pixels in JPEG, as a corrupt header can claim)."""
+    if encoding == "jpeg" and max(image.size) > JPEG_MAX_SIDE:
+        raise BadImage(f"{image.width}x{image.height} pixels, too large to store as JPEG (at most {JPEG_MAX_SIDE} "
+                       "per side): a corrupt header, or an image to crop before preparing")
     buffer = io.BytesIO()
-    if encoding == "jpeg":
-        image.save(buffer, format="JPEG", quality=95)
-    else:
-        image.save(buffer, format="PNG", compress_level=1)
+    try:
+        if encoding == "jpeg":
+            image.save(buffer, format="JPEG", quality=95)
+        else:
+            image.save(buffer, format="PNG", compress_level=1)
+    except OSError as err:
+        raise BadImage(f"could not be stored ({str(err)[:80]})") from None
     return buffer.getvalue()
 
 
