@@ -3,8 +3,8 @@
 Where it is timed: in the calling process, except on CPU for the architectures whose programs ttlx
 compiles in a helper process (``cpu_compile_in_helper``, DenseNet201; see :mod:`ttlx.compile_helper`).
 Compiling such a network in the timing process leaves XLA's compile-time garbage in glibc's heap, and the
-forward pass then runs slower: DenseNet201 at 224 px on 2 cores took 76-81 ms after compiling in the
-process against 62-63 ms when the program came from the cache (``benchmarks/RESULTS.md`` section 2.9). A
+forward pass then runs slower: DenseNet201 at 224 px on 2 cores took 71 ms when compiled in the timing
+process against 62 ms when a helper had compiled it (``benchmarks/RESULTS.md`` section 2.9). A
 process that compiled something else that big first (``ttlx eval``'s evaluation step) is slowed the same
 way. So there the timing runs in a fresh process (``python -m ttlx.models.latency``) on the same network
 with zero weights (a forward pass takes as long whatever its weights hold; the architecture, cut, head,
@@ -61,6 +61,7 @@ def measure_latency(model: nnx.Module, image_size: int, *, repeats: int = 20, wa
 
 
 def zero_weight_network(cfg: ModelConfig) -> nnx.Module:
+    """``cfg``'s network with every weight zero (no random initialisation, so nothing else compiles)."""
     from ttlx.models import get_architecture
 
     return zero_weight_model(abstract_model(get_architecture(cfg.arch), cfg))
