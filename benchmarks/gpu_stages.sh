@@ -4,9 +4,10 @@
 # `python benchmarks/run.py` (bfloat16, batch 128 on a GPU); one interpreter holds both sides here.
 #   bash benchmarks/gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]
 # With no STAGE, all of them in the order below; name some to run only those, in the order given
-# (a short loan spends its minutes on what is still unmeasured). The `profile` stage is run only when
-# named: one traced step each of ResNet50 FTL and TTL-2 through `benchmarks/step_ops.py`, op times per
-# kind and feature-map size, with the raw traces and optimized HLO kept in OUT_DIR/profile-MODEL.
+# (a short loan spends its minutes on what is still unmeasured). Two stages run only when named:
+# `profile`, one traced step each of ResNet50 FTL and TTL-2 through `benchmarks/step_ops.py` (op times per
+# kind and feature-map size, the raw traces and optimized HLO kept in OUT_DIR/profile-MODEL), and
+# `variants`, `benchmarks/variant_probe.py`'s candidate changes for TTL-2 over FTL (OUT_DIR/variants.jsonl).
 set -u
 out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]}
 py=${2:-python3}
@@ -19,13 +20,14 @@ declare -A args=(
     [latency]="--only latency --models resnet50-ftl resnet50-ttl2 densenet201-ftl"
     [compile]="--only compile"
     [profile]=""
+    [variants]=""
 )
 order=(resnet50_targets resnet50_ttl1 memory_startup densenet201_train latency compile)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${order[@]}")
 for name in "${stages[@]}"; do
     if [ -z "${args[$name]+set}" ]; then
-        echo "unknown stage '$name'; choose from: ${order[*]} profile" >&2
+        echo "unknown stage '$name'; choose from: ${order[*]} profile variants" >&2
         exit 2
     fi
 done
@@ -37,6 +39,10 @@ for name in "${stages[@]}"; do
             "$py" benchmarks/step_ops.py --model "$model" --dtype bfloat16 --batch-size 128 --top 40 \
                 --keep "$out/profile-$model" 2>&1 | tee -a "$out/log.txt"
         done
+        continue
+    fi
+    if [ "$name" = variants ]; then
+        "$py" benchmarks/variant_probe.py --out "$out/variants.jsonl" 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     # shellcheck disable=SC2086  # the stage's arguments are meant to split

@@ -8,14 +8,13 @@ pooling variant. Each result is printed and appended to ``--out`` as one JSON li
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import protocol  # noqa: E402
+
+POOLS = ("generic", "unrolled", "loop")
 
 
 def variants():
@@ -40,54 +39,28 @@ def pool_alone(pool, batch: int, size: int, dtype: str, steps: int) -> dict:
     return {"median_ms": timing["median_s"] * 1e3, "first_s": timing["first_s"]}
 
 
-def train_step(model: str, pool, args) -> dict:
-    import ttlx_side
-
-    from ttlx.models import layers
-
-    original = layers.max_pool_3x3_s2
-    layers.max_pool_3x3_s2 = pool
-    try:
-        side = argparse.Namespace(model=model, image_size=args.image_size, dtype=args.dtype, plain=False,
-                                  batch_size=args.batch_size)
-        step, *_ = ttlx_side.make_train_step(side)
-        timing = protocol.time_steps(step, warmup=3, steps=args.steps)
-    finally:
-        layers.max_pool_3x3_s2 = original
-    return {"img_s": protocol.images_per_second(args.batch_size, timing), "median_ms": timing["median_s"] * 1e3,
-            "first_s": timing["first_s"], "step_ms": [t * 1e3 for t in timing["step_s"]]}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--models", nargs="+", default=["resnet50-ttl2", "resnet50-ftl"])
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--steps", type=int, default=20)
-    args = parser.parse_args()
+    from variant_probe import patched, probe_arguments, recorder, time_train_step
+
+    args = probe_arguments(__doc__.splitlines()[0], list(POOLS)).parse_args()
     from ttlx import performance
 
     settings = performance.configure_process()
     import jax
 
-    def emit(**record):
-        record.update(device=str(jax.devices()[0].device_kind), time=time.time())
-        line = json.dumps(record)
-        print(line, flush=True)
-        with args.out.open("a") as f:
-            f.write(line + "\n")
+    from ttlx.models import layers
 
+    emit = recorder(args.out)
     emit(kind="settings", settings=settings, jax=jax.__version__, args={k: str(v) for k, v in vars(args).items()})
-    pools = variants()
+    pools = {name: pool for name, pool in variants().items() if name in args.variants}
     size = args.image_size // 2
     for name, pool in pools.items():
         emit(kind="pool", variant=name, shape=[args.batch_size, size, size, 64],
              **pool_alone(pool, args.batch_size, size, args.dtype, args.steps))
     for model in args.models:
         for name, pool in pools.items():
-            emit(kind="train_step", model=model, variant=name, **train_step(model, pool, args))
+            context = lambda pool=pool: patched(layers, "max_pool_3x3_s2", pool)  # noqa: E731
+            emit(kind="train_step", model=model, variant=name, **time_train_step(model, args, context))
 
 
 if __name__ == "__main__":

@@ -263,3 +263,30 @@ def test_the_ttlx_side_compiles_in_a_helper_where_ttlx_train_would(tmp_path):
     result = protocol.parse_result(done.stdout)
     assert result["programs"].startswith("compiled in a helper") and result["helper_s"] > 0
     assert len(list((tmp_path / "cache").rglob("jit_train*-cache"))) == 1
+
+
+def test_variant_probe_variants_compute_what_they_replace():
+    """The GPU probe's candidates must be the same network: the space-to-depth stem convolution against the
+    7x7 stride-2 one, one-pass BatchNorm statistics against ttlx's two-pass ones; each swap is undone."""
+    import jax
+    import numpy as np
+    import variant_probe
+    from jax import lax
+
+    from ttlx.models import layers
+    from ttlx.models.resnet import ResNet
+
+    x = jax.random.normal(jax.random.key(0), (2, 32, 24, 3))
+    kernel = jax.random.normal(jax.random.key(1), (7, 7, 3, 8))
+    plain = lax.conv_general_dilated(x, kernel, (2, 2), ((3, 3), (3, 3)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    blocked = variant_probe.space_to_depth_conv(x, kernel)
+    assert blocked.shape == plain.shape == (2, 16, 12, 8)
+    np.testing.assert_allclose(blocked, plain, rtol=0, atol=2e-5 * float(np.abs(plain).max()))
+    activations = 3.0 + jax.random.normal(jax.random.key(2), (4, 8, 8, 16))
+    for ours, theirs in zip(variant_probe.one_pass_moments(activations), layers.batch_moments(activations)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    originals = (layers.batch_moments, ResNet.stem)
+    for name, context in variant_probe.variants().items():
+        with context():
+            pass
+        assert (layers.batch_moments, ResNet.stem) == originals, name
