@@ -31,7 +31,12 @@ def test_only_densenet_scale_programs_use_the_helper_unless_told(monkeypatch, tm
     assert compile_helper.marker_path({**config, "batch_size": 8}) != marker
 
 
-def test_a_failing_helper_leaves_no_marker(tmp_path):
+def test_a_failing_helper_leaves_no_marker(tmp_path, monkeypatch):
+    """Run from a folder holding a ``ttlx.py`` and an ``attr.py`` (grain imports attrs, which imports attr):
+    the helper still imports the real modules, and its own error is what comes back."""
+    for shadow in ("ttlx.py", "attr.py"):
+        (tmp_path / shadow).write_text("raise SystemExit('imported from the working directory')\n")
+    monkeypatch.chdir(tmp_path)
     config = {"dataset": "no-such-dataset", "data_dir": str(tmp_path)}
     failure = compile_helper.compile_in_helper(config)
     assert failure and "no-such-dataset" in failure  # the helper's last line, for the run's note

@@ -58,13 +58,20 @@ def wanted(config: dict, arch) -> bool:
     return marker is not None and not marker.is_file()
 
 
+def module_command(module: str, *args: str) -> list[str]:
+    """The command that runs ``python -m module args`` in a fresh interpreter like this one. ``-P`` keeps the
+    working directory off ``sys.path``: a user's ``attr.py`` or ``ttlx.py`` next to where the command runs
+    would otherwise be imported instead of the real module (the ``ttlx`` command itself never does that)."""
+    return [sys.executable, "-P", "-m", module, *args]
+
+
 def compile_in_helper(config: dict, kind: str = "train") -> str | None:
     """Run the helper for ``config`` and wait for it; None when it compiled (and the marker is written),
     else the last line it printed, for a note that the caller compiles for itself. ``kind`` names what to
     compile (a key of :data:`COMPILERS`); the marker is keyed by ``config`` alone, so keep kinds' configs
     apart (the latency helper's is ``{"latency": model config}``)."""
     marker = marker_path(config)
-    done = subprocess.run([sys.executable, "-m", "ttlx.compile_helper", kind, json.dumps(config)],
+    done = subprocess.run(module_command("ttlx.compile_helper", kind, json.dumps(config)),
                           capture_output=True, text=True, env={**os.environ, ENV: "0"})
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()

@@ -92,7 +92,8 @@ def latency_ms(cfg: ModelConfig, model: nnx.Module | None = None, *, repeats: in
 
 def _time_in_fresh_process(cfg: ModelConfig, repeats: int, warmup: int) -> float | None:
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(jax.config.jax_compilation_cache_dir)}
-    command = [sys.executable, "-m", "ttlx.models.latency", json.dumps(cfg.to_dict()), str(repeats), str(warmup)]
+    command = compile_helper.module_command("ttlx.models.latency", json.dumps(cfg.to_dict()), str(repeats),
+                                            str(warmup))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = done.stdout.strip().splitlines()
     if done.returncode == 0 and lines:
