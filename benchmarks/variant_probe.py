@@ -11,7 +11,8 @@ steps are built and run:
   BatchNorm does by default (``use_fast_variance``);
 - ``s2d_stem``: the 7x7 stride-2 stem convolution over 3 channels as a 4x4 stride-1 convolution over a
   space-to-depth input of 12 channels (the same sums plus zero taps; cuDNN pads 3 channels to 8 for tensor
-  cores, 12 to 16).
+  cores, 12 to 16);
+- ``both``: the two together.
 
 A short-loan probe: one process, so later compiles reuse the first one's autotuning. Each result (the first
 step's loss, to check a variant against ``base``, and the median step) is printed and appended to ``--out``
@@ -81,10 +82,17 @@ def variants() -> dict:
     from ttlx.models import layers
     from ttlx.models.resnet import ResNet
 
+    def both():
+        stack = contextlib.ExitStack()
+        stack.enter_context(patched(layers, "batch_moments", one_pass_moments))
+        stack.enter_context(patched(ResNet, "stem", s2d_stem))
+        return stack
+
     return {
         "base": contextlib.nullcontext,
         "bn_one_pass": lambda: patched(layers, "batch_moments", one_pass_moments),
         "s2d_stem": lambda: patched(ResNet, "stem", s2d_stem),
+        "both": both,
     }
 
 
@@ -132,7 +140,7 @@ def recorder(out: Path):
 
 
 def main() -> None:
-    choices = ["base", "bn_one_pass", "s2d_stem"]
+    choices = ["base", "bn_one_pass", "s2d_stem", "both"]
     args = probe_arguments(__doc__.splitlines()[0], choices).parse_args()
     from ttlx import performance
 
@@ -145,8 +153,8 @@ def main() -> None:
     unknown = sorted(set(args.variants) - set(contexts))
     if unknown:
         raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(contexts)}")
-    for model in args.models:
-        for name in args.variants:
+    for name in args.variants:  # variant by variant, so that a loan cut short still leaves whole TTL-2/FTL pairs
+        for model in args.models:
             emit(kind="train_step", model=model, variant=name, **time_train_step(model, args, contexts[name]))
 
 
