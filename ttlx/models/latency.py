@@ -110,10 +110,11 @@ def _time_in_fresh_process(cfg: ModelConfig, repeats: int, warmup: int) -> float
 def main(argv: list[str] | None = None) -> None:
     """``python -m ttlx.models.latency MODEL_CONFIG_JSON REPEATS WARMUP``: print ``{"latency_ms": ...}``."""
     config_json, repeats, warmup = argv if argv is not None else sys.argv[1:]
-    from ttlx.models import get_architecture
     from ttlx.performance import configure_process
 
-    configure_process()
+    configure_process()  # before anything (a plugin found by the registry) can start JAX's backends
+    from ttlx.models import get_architecture
+
     cfg = ModelConfig.from_dict(json.loads(config_json))
     program = {HELPER_KIND: cfg.to_dict()}
     if compile_helper.wanted(program, get_architecture(cfg.arch)):
