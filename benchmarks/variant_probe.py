@@ -10,8 +10,8 @@ steps are built and run:
   read of the activations, instead of the mean and then E[(x - mean)^2] (a second read); what Flax's own
   BatchNorm does by default (``use_fast_variance``);
 - ``s2d_stem``: the 7x7 stride-2 stem convolution over 3 channels as a 4x4 stride-1 convolution over a
-  space-to-depth input of 12 channels (the same sums plus zero taps; cuDNN pads 3 channels to 8 for tensor
-  cores, 12 to 16);
+  space-to-depth input of 12 channels (the same sums plus zero taps; for tensor cores XLA pads a bfloat16
+  convolution's input channels to a multiple of 8: 3 becomes 8, 12 becomes 16);
 - ``both``: the two together.
 
 A short-loan probe: one process, so later compiles reuse the first one's autotuning. Each result (the first
