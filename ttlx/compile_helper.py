@@ -40,22 +40,36 @@ def marker_path(config: dict) -> Path | None:
 
 
 def applies(arch) -> bool:
-    """Whether this process compiles ``arch``'s programs in a helper (backend, process count, setting and
-    the architecture's ``cpu_compile_in_helper``; not whether this configuration was compiled already)."""
+    """Whether this process compiles ``arch``'s programs in a helper (a persistent cache to hand them over
+    in, backend, process count, setting and the architecture's ``cpu_compile_in_helper``; not whether this
+    configuration was compiled already)."""
     import jax
 
     setting = os.environ.get(ENV, "").strip().lower()
-    if setting in _OFF or jax.default_backend() != "cpu" or jax.process_count() != 1:
+    if setting in _OFF or not jax.config.jax_compilation_cache_dir:
+        return False
+    if jax.default_backend() != "cpu" or jax.process_count() != 1:
         return False
     return setting in _ON or getattr(arch, "cpu_compile_in_helper", False)
 
 
 def wanted(config: dict, arch) -> bool:
-    """Whether ``train`` should compile ``config`` in a helper process first (see the module docstring)."""
-    if not applies(arch):
-        return False
-    marker = marker_path(config)
-    return marker is not None and not marker.is_file()
+    """Whether ``config`` should be compiled in a helper process first (see the module docstring)."""
+    return applies(arch) and not marker_path(config).is_file()
+
+
+def compile_first(config: dict, arch, *, kind: str = "train", verbose: bool = True) -> None:
+    """Where :func:`wanted`, compile ``config`` in a helper and wait; ``verbose`` says so on stderr, and says
+    when the helper failed (the caller then compiles for itself, as it would without a helper)."""
+    if not wanted(config, arch):
+        return
+    if verbose:
+        print("Compiling this configuration's programs in a helper process (its first run on CPU).",
+              file=sys.stderr, flush=True)
+    failure = compile_in_helper(config, kind)
+    if failure and verbose:
+        print(f"The compile helper failed ({failure}); compiling in this process instead.", file=sys.stderr,
+              flush=True)
 
 
 def module_command(module: str, *args: str) -> list[str]:

@@ -9,7 +9,6 @@ loss) and ``latest``, appends to ``metrics.jsonl`` and redraws ``train_curves.pn
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,15 +127,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     mesh = data_mesh()
     check_batch_size(cfg.batch_size, mesh)
     refuse_finished(RunDir(path), force)
-    config = cfg.to_dict()
-    if compile_helper.wanted(config, arch):  # a clean heap for the steps on CPU (RESULTS 2.8)
-        if progress:
-            print("Compiling this configuration's programs in a helper process (its first run on CPU).",
-                  file=sys.stderr, flush=True)
-        failure = compile_helper.compile_in_helper(config)
-        if failure and progress:
-            print(f"The compile helper failed ({failure}); compiling in this process instead.", file=sys.stderr,
-                  flush=True)
+    compile_helper.compile_first(cfg.to_dict(), arch, verbose=progress)  # a clean heap for the steps (RESULTS 2.8)
     # build before touching the run dir, so bad weights or data leave no half-made run behind
     session = build_session(cfg, arch, model_cfg, info, mesh, data)
     dataset = {"name": info.name, "classes": list(info.classes), "multilabel": info.multilabel}

@@ -76,7 +76,7 @@ def compile_forward(cfg: ModelConfig) -> None:
 def times_in_fresh_process(cfg: ModelConfig) -> bool:
     from ttlx.models import get_architecture
 
-    return bool(jax.config.jax_compilation_cache_dir) and compile_helper.applies(get_architecture(cfg.arch))
+    return compile_helper.applies(get_architecture(cfg.arch))
 
 
 def latency_ms(cfg: ModelConfig, model: nnx.Module | None = None, *, repeats: int = 20, warmup: int = 3) -> float:
@@ -116,12 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     from ttlx.models import get_architecture
 
     cfg = ModelConfig.from_dict(json.loads(config_json))
-    program = {HELPER_KIND: cfg.to_dict()}
-    if compile_helper.wanted(program, get_architecture(cfg.arch)):
-        failure = compile_helper.compile_in_helper(program, kind=HELPER_KIND)
-        if failure:
-            print(f"ttlx: compiling the forward pass in a helper process failed ({failure}); compiling it here.",
-                  file=sys.stderr)
+    compile_helper.compile_first({HELPER_KIND: cfg.to_dict()}, get_architecture(cfg.arch), kind=HELPER_KIND)
     latency = measure_latency(zero_weight_network(cfg), cfg.image_size, repeats=int(repeats), warmup=int(warmup))
     print(json.dumps({"latency_ms": latency}))
 
