@@ -112,6 +112,12 @@ def main() -> None:
         if args.keep:
             shutil.copytree(trace_dir, Path(args.keep, "trace"), dirs_exist_ok=True)
         events = trace_events(trace_dir)
+    report(events, hlo, args.batch_size, args.top, jax.default_backend(), one_track=not on_cpu)
+
+
+def report(events: list[dict], hlo: str, batch: int, top: int, backend: str, one_track: bool) -> None:
+    """Print op time per track, then per (op kind, spatial size); ``one_track`` reads only the busiest track
+    (on a GPU, where one op can show on more than one line)."""
     tracks = op_tracks(events)
     if not tracks:  # no event names its XLA op: show what the trace has, for reading the kept files
         busy = collections.Counter()
@@ -119,19 +125,19 @@ def main() -> None:
             if event.get("ph") == "X":
                 busy[(event.get("pid"), event.get("tid"), event.get("name", "")[:60])] += event.get("dur", 0) / 1e3
         print("no event carries an hlo_op; the longest (pid, tid, name) in the trace:")
-        for key, ms in busy.most_common(args.top):
+        for key, ms in busy.most_common(top):
             print(f"{ms:9.2f}  {key}")
         return
-    print(f"backend {jax.default_backend()}; XLA op time per track: "
+    print(f"backend {backend}; XLA op time per track: "
           + "; ".join(f"{name} {ms:.1f} ms" for name, ms in tracks.most_common()))
-    track = None if on_cpu or not tracks else tracks.most_common(1)[0][0]
-    times = op_times(events, instruction_shapes(hlo), args.batch_size, track)
+    track = tracks.most_common(1)[0][0] if one_track else None
+    times = op_times(events, instruction_shapes(hlo), batch, track)
     by_size = collections.Counter()
     for (_, size), ms in times.items():
         by_size[size] += ms
     print(f"XLA ops{'' if track is None else ' on ' + track}: {sum(times.values()):.1f} ms; by spatial size: "
           + ", ".join(f"{size} {ms:.1f}" for size, ms in by_size.most_common()))
-    for (kind, size), ms in times.most_common(args.top):
+    for (kind, size), ms in times.most_common(top):
         print(f"{ms:9.2f}  {kind:34s} {size}")
 
 
