@@ -1,9 +1,10 @@
-"""Variants of parts of the ResNet50 train step, whole steps timed per variant (for TTL-2 over FTL on a GPU).
+"""Variants of parts of the ResNet50 train step, timed as whole steps in alternating rounds (for TTL-2 over FTL
+on a GPU).
 
-TTL-2 runs at 1.28x FTL's step rate on an H100 against a 1.3 target (RESULTS section 5): the stages TTL-2
-keeps are the high-resolution ones, where memory traffic rather than multiply-adds sets the time, so the
-candidates cut work that every step shares. Each variant swaps one function of ttlx's model code while its
-steps are built and run:
+TTL-2 runs at 1.22-1.29x FTL's step rate on an H100 against a 1.3 target (RESULTS sections 5 and 6): the
+stages TTL-2 keeps are the high-resolution ones, where memory traffic rather than multiply-adds sets the time,
+so the candidates cut work that every step shares. Each variant swaps functions of ttlx's model code while
+its steps are built and compiled:
 
 - ``base``: ttlx as shipped;
 - ``bn_one_pass``: BatchNorm's batch statistics as E[x^2] - E[x]^2 in float32, two sums XLA can take in one
@@ -12,12 +13,23 @@ steps are built and run:
 - ``s2d_stem``: the 7x7 stride-2 stem convolution over 3 channels as a 4x4 stride-1 convolution over a
   space-to-depth input of 12 channels (the same sums plus zero taps; for tensor cores XLA pads a bfloat16
   convolution's input channels to a multiple of 8: 3 becomes 8, 12 becomes 16);
-- ``both``: the two together.
+- ``pool_unrolled``: the stem max pooling with ``ttlx.performance.max_pool``'s gradient in one unrolled
+  expression, instead of JAX's rule (an argmax ``reduce_window`` writing four int32 index arrays, then a
+  scatter);
+- ``all``: the three together.
 
-A short-loan probe: one process, so later compiles reuse the first one's autotuning. Each result (the first
-step's loss, to check a variant against ``base``, and the median step) is printed and appended to ``--out``
-as one JSON line as soon as it exists.
+Why rounds: the first loan of this probe timed the variants one after the other, and the same FTL step
+drifted from 28.4 to 32 ms within 20 steps (RESULTS section 6), more than any variant's effect. So every
+(variant, model) program is built and compiled first; then ``--rounds`` rounds time each of them in turn
+(rotating the order), and a variant's TTL-2/FTL ratio is taken within each round, from steps run seconds
+apart. Each round times two loops: ``synced``, the benchmark's protocol (wait for every step), and
+``in_flight``, ``ttlx train``'s loop (dispatch the next step before reading the last one's loss), where the
+host's dispatch overlaps the device's work and the rate is what the device sustains.
+
+One process, so later compiles reuse the first one's autotuning. Every record (built, round, summary) is
+printed and appended to ``--out`` as one JSON line as soon as it exists, so a loan cut short keeps what ran.
     python benchmarks/variant_probe.py --out OUT.jsonl [--models resnet50-ttl2 resnet50-ftl] [--variants ...]
+        [--rounds 5] [--steps 20]
 """
 
 from __future__ import annotations
@@ -77,27 +89,45 @@ def patched(target, name: str, value):
         setattr(target, name, original)
 
 
+def unrolled_pool(x):
+    """The stem pooling (3x3, stride 2, padding 1) with ``ttlx.performance.max_pool``'s unrolled gradient."""
+    from ttlx.performance import max_pool
+
+    return max_pool(x, 3, 2, 1, True)
+
+
 def variants() -> dict:
-    """Variant name -> a function returning the context in which that variant's steps are built and run."""
+    """Variant name -> a function returning the context in which that variant's steps are built and compiled."""
     from ttlx.models import layers
     from ttlx.models.resnet import ResNet
 
-    def both():
+    swaps = {"bn_one_pass": [(layers, "batch_moments", one_pass_moments)],
+             "s2d_stem": [(ResNet, "stem", s2d_stem)],
+             "pool_unrolled": [(layers, "max_pool_3x3_s2", unrolled_pool)]}
+    swaps["all"] = [swap for name in ("bn_one_pass", "s2d_stem", "pool_unrolled") for swap in swaps[name]]
+
+    def context(pairs):
         stack = contextlib.ExitStack()
-        stack.enter_context(patched(layers, "batch_moments", one_pass_moments))
-        stack.enter_context(patched(ResNet, "stem", s2d_stem))
+        for target, name, value in pairs:
+            stack.enter_context(patched(target, name, value))
         return stack
 
-    return {
-        "base": contextlib.nullcontext,
-        "bn_one_pass": lambda: patched(layers, "batch_moments", one_pass_moments),
-        "s2d_stem": lambda: patched(ResNet, "stem", s2d_stem),
-        "both": both,
-    }
+    made = {name: lambda pairs=pairs: context(pairs) for name, pairs in swaps.items()}
+    return {"base": contextlib.nullcontext, **made}
 
 
 def time_train_step(model: str, args, context=contextlib.nullcontext) -> dict:
     """The first step's loss and the step times of ``model``'s train step built and run inside ``context()``."""
+    built = build(model, args, context)
+    timing = protocol.time_steps(built["step"], warmup=2, steps=args.steps)
+    return {"first_loss": built["first_loss"], "img_s": protocol.images_per_second(args.batch_size, timing),
+            "median_ms": timing["median_s"] * 1e3, "first_s": built["first_s"],
+            "step_ms": [t * 1e3 for t in timing["step_s"]]}
+
+
+def build(model: str, args, context=contextlib.nullcontext) -> dict:
+    """``model``'s train step built inside ``context()`` and compiled there by running its first step (the
+    compiled program stays with the jitted function, so later calls outside the context run the variant)."""
     import ttlx_side
 
     with context():
@@ -107,10 +137,59 @@ def time_train_step(model: str, args, context=contextlib.nullcontext) -> dict:
         start = time.perf_counter()
         state["train"], loss = steps.train(state["train"], batch)
         first_loss, first_s = float(loss), time.perf_counter() - start
-        timing = protocol.time_steps(step, warmup=2, steps=args.steps)
-    return {"first_loss": first_loss, "img_s": protocol.images_per_second(args.batch_size, timing),
-            "median_ms": timing["median_s"] * 1e3, "first_s": first_s,
-            "step_ms": [t * 1e3 for t in timing["step_s"]]}
+    return {"step": step, "steps": steps, "state": state, "batch": batch, "first_loss": first_loss,
+            "first_s": first_s}
+
+
+def in_flight_seconds(built: dict, steps: int) -> float:
+    """Seconds per step of ``ttlx train``'s loop: each step is dispatched before the previous loss is read."""
+    state, batch, train = built["state"], built["batch"], built["steps"].train
+    start = time.perf_counter()
+    previous = None
+    for _ in range(steps):
+        state["train"], loss = train(state["train"], batch)
+        if previous is not None:
+            float(previous)
+        previous = loss
+    float(previous)
+    return (time.perf_counter() - start) / steps
+
+
+def time_round(built: dict, args) -> dict:
+    """One round of ``built``'s steps: the median of ``args.steps`` synced steps, then as many in flight."""
+    timing = protocol.time_steps(built["step"], warmup=2, steps=args.steps)
+    in_flight = in_flight_seconds(built, args.steps)
+    return {"synced_img_s": protocol.images_per_second(args.batch_size, timing),
+            "in_flight_img_s": args.batch_size / in_flight, "synced_ms": timing["median_s"] * 1e3,
+            "in_flight_ms": in_flight * 1e3}
+
+
+def rotated(items: list, shift: int) -> list:
+    shift %= max(1, len(items))
+    return items[shift:] + items[:shift]
+
+
+def summarize(rounds: list[dict], variant: str, models: list[str]) -> dict:
+    """Per model the median rate over rounds; with two models, the first's rate over the second's taken
+    within each round (median, min, max), for both loops."""
+    import statistics
+
+    mine = [r for r in rounds if r["variant"] == variant]
+    summary = {"variant": variant}
+    for model in models:
+        for loop in ("synced", "in_flight"):
+            rates = [r[f"{loop}_img_s"] for r in mine if r["model"] == model]
+            summary[f"{model} {loop}_img_s"] = statistics.median(rates) if rates else None
+    if len(models) == 2:
+        for loop in ("synced", "in_flight"):
+            ratios = []
+            for index in sorted({r["round"] for r in mine}):
+                rate = {r["model"]: r[f"{loop}_img_s"] for r in mine if r["round"] == index}
+                if set(models) <= set(rate):
+                    ratios.append(rate[models[0]] / rate[models[1]])
+            summary[f"{loop}_ratio"] = statistics.median(ratios) if ratios else None
+            summary[f"{loop}_ratio_range"] = [min(ratios), max(ratios)] if ratios else None
+    return summary
 
 
 def probe_arguments(description: str, default_variants: list[str]) -> argparse.ArgumentParser:
@@ -122,6 +201,7 @@ def probe_arguments(description: str, default_variants: list[str]) -> argparse.A
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
     return parser
 
 
@@ -140,7 +220,7 @@ def recorder(out: Path):
 
 
 def main() -> None:
-    choices = ["base", "bn_one_pass", "s2d_stem", "both"]
+    choices = ["base", "bn_one_pass", "s2d_stem", "pool_unrolled", "all"]
     args = probe_arguments(__doc__.splitlines()[0], choices).parse_args()
     from ttlx import performance
 
@@ -153,9 +233,39 @@ def main() -> None:
     unknown = sorted(set(args.variants) - set(contexts))
     if unknown:
         raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(contexts)}")
-    for name in args.variants:  # variant by variant, so that a loan cut short still leaves whole TTL-2/FTL pairs
+    built = {}
+    for name in args.variants:
         for model in args.models:
-            emit(kind="train_step", model=model, variant=name, **time_train_step(model, args, contexts[name]))
+            built[name, model] = build(model, args, contexts[name])
+            emit(kind="built", variant=name, model=model, first_loss=built[name, model]["first_loss"],
+                 first_s=built[name, model]["first_s"])
+    rounds = []
+    for index in range(args.rounds):
+        for name, model in rotated(list(built), index):
+            rounds.append({"round": index, "variant": name, "model": model, **time_round(built[name, model], args)})
+            emit(kind="round", **rounds[-1])
+    summaries = [summarize(rounds, name, args.models) for name in args.variants]
+    for summary in summaries:
+        emit(kind="summary", **summary)
+    print_table(summaries, args.models)
+
+
+def print_table(summaries: list[dict], models: list[str]) -> None:
+    """The summaries as a table on stderr: median rates per model and loop, and the within-round ratios."""
+    loops = ("synced", "in_flight")
+    header = ["variant"] + [f"{model} {loop}" for model in models for loop in loops]
+    if len(models) == 2:
+        header += [f"ratio {loop}" for loop in loops]
+    rows = []
+    for summary in summaries:
+        row = [summary["variant"]] + [f"{summary[f'{model} {loop}_img_s']:.0f}" for model in models for loop in loops]
+        if len(models) == 2:
+            row += [f"{summary[f'{loop}_ratio']:.3f} ({summary[f'{loop}_ratio_range'][0]:.3f}-"
+                    f"{summary[f'{loop}_ratio_range'][1]:.3f})" for loop in loops]
+        rows.append(row)
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for row in [header, ["-" * width for width in widths], *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)), file=sys.stderr)
 
 
 if __name__ == "__main__":

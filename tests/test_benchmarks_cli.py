@@ -269,8 +269,10 @@ def test_variant_probe_variants_compute_what_they_replace():
     """The GPU probe's candidates must be the same network: the space-to-depth stem convolution against the
     7x7 stride-2 one, one-pass BatchNorm statistics against ttlx's two-pass ones; each swap is undone."""
     import jax
+    import jax.numpy as jnp
     import numpy as np
     import variant_probe
+    from flax import nnx
     from jax import lax
 
     from ttlx.models import layers
@@ -285,8 +287,41 @@ def test_variant_probe_variants_compute_what_they_replace():
     activations = 3.0 + jax.random.normal(jax.random.key(2), (4, 8, 8, 16))
     for ours, theirs in zip(variant_probe.one_pass_moments(activations), layers.batch_moments(activations)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
-    originals = (layers.batch_moments, ResNet.stem)
+    pooled = 1.0 + jax.random.normal(jax.random.key(3), (2, 16, 16, 4))
+    generic = lambda v: nnx.max_pool(v, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # noqa: E731
+    np.testing.assert_array_equal(variant_probe.unrolled_pool(pooled), generic(pooled))
+    grads = [jax.grad(lambda v, pool=pool: jnp.sum(pool(v) ** 2))(pooled) for pool in (variant_probe.unrolled_pool,
+                                                                                      generic)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6)  # continuous inputs: no ties between taps
+    originals = (layers.batch_moments, ResNet.stem, layers.max_pool_3x3_s2)
+    swapped = {}
     for name, context in variant_probe.variants().items():
         with context():
-            pass
-        assert (layers.batch_moments, ResNet.stem) == originals, name
+            swapped[name] = {i for i, now in enumerate((layers.batch_moments, ResNet.stem, layers.max_pool_3x3_s2))
+                             if now is not originals[i]}
+        assert (layers.batch_moments, ResNet.stem, layers.max_pool_3x3_s2) == originals, name
+    assert swapped == {"base": set(), "bn_one_pass": {0}, "s2d_stem": {1}, "pool_unrolled": {2}, "all": {0, 1, 2}}
+
+
+def test_variant_probe_rounds_keep_each_variants_program_and_pair_ratios_within_rounds():
+    """A variant's program is compiled inside its swap and still runs after the swap is undone (no retrace:
+    the rounds time the variant, not ttlx as shipped); ratios are taken within each round."""
+    import argparse
+
+    import variant_probe
+
+    args = argparse.Namespace(image_size=32, batch_size=2, dtype="float32", steps=2)
+    built = variant_probe.build("resnet50-ttl2", args, variant_probe.variants()["bn_one_pass"])
+    assert built["steps"].train._cache_size() == 1  # compiled inside the swap
+    timing = variant_probe.time_round(built, args)
+    assert built["steps"].train._cache_size() == 1  # and not traced again outside it
+    assert timing["synced_img_s"] > 0 and timing["in_flight_img_s"] > 0
+    rounds = [{"round": 0, "variant": "v", "model": "a", "synced_img_s": 6.0, "in_flight_img_s": 9.0},
+              {"round": 0, "variant": "v", "model": "b", "synced_img_s": 4.0, "in_flight_img_s": 6.0},
+              {"round": 1, "variant": "v", "model": "a", "synced_img_s": 2.0, "in_flight_img_s": 3.0},
+              {"round": 1, "variant": "v", "model": "b", "synced_img_s": 2.0, "in_flight_img_s": 3.0},
+              {"round": 0, "variant": "w", "model": "a", "synced_img_s": 100.0, "in_flight_img_s": 100.0}]
+    summary = variant_probe.summarize(rounds, "v", ["a", "b"])
+    assert summary["synced_ratio"] == 1.25 and summary["synced_ratio_range"] == [1.0, 1.5]
+    assert summary["a synced_img_s"] == 4.0 and summary["b in_flight_img_s"] == 4.5
+    assert variant_probe.rotated([1, 2, 3], 4) == [2, 3, 1]
