@@ -11,7 +11,8 @@ HEADLINE_MODEL = "resnet50-ftl"  # the model behind the contract's ``train_step`
 TARGETS = {"train_step": 1.0, "pipeline": 2.0, "startup_s": 0.3, "cache_ratio": 0.25}
 # The issue's GPU targets: ResNet50 FTL at 224 px in bfloat16 (images/s on one H100, and over the
 # reference on the same card), and TTL-2's step over FTL's.
-GPU_TARGETS = {"ftl_img_s": 2500.0, "ftl_ratio": 1.5, "ttl2_over_ftl": 1.3}
+# ``ttl2_over_ftl_in_flight``: the same 1.3 on the rates of ``ttlx train``'s own loop (next step in flight)
+GPU_TARGETS = {"ftl_img_s": 2500.0, "ftl_ratio": 1.5, "ttl2_over_ftl": 1.3, "ttl2_over_ftl_in_flight": 1.3}
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -105,16 +106,24 @@ def gpu_targets(steps: list[dict], device: str | None) -> dict:
     rows = {row["model"]: row for row in steps}
     ftl, ttl2 = rows.get(HEADLINE_MODEL), rows.get("resnet50-ttl2")
     values = {"ftl_img_s": ftl and ftl["ttlx_img_s"], "ftl_ratio": ftl and ftl["ratio"],
-              "ttl2_over_ftl": ratio(ttl2 and ttl2["ttlx_img_s"], ftl and ftl["ttlx_img_s"])}
+              "ttl2_over_ftl": ratio(ttl2 and ttl2["ttlx_img_s"], ftl and ftl["ttlx_img_s"]),
+              "ttl2_over_ftl_in_flight": ratio(ttl2 and ttl2.get("ttlx_in_flight_img_s"),
+                                               ftl and ftl.get("ttlx_in_flight_img_s"))}
     return {"device": device, **{key: {"value": values[key], "target": target, "met": values[key] >= target}
                                  for key, target in GPU_TARGETS.items() if values[key] is not None}}
+
+
+def in_flight(ttlx: dict | None) -> dict:
+    """``ttlx_in_flight_img_s`` where the ttlx side timed ``ttlx train``'s loop too (on accelerators only)."""
+    rate = value(ttlx, "in_flight_img_s")
+    return {} if rate is None else {"ttlx_in_flight_img_s": rate}
 
 
 def summarize(measured: dict, settings: dict) -> dict:
     """The benchmark JSON from the raw side results that ``run.py`` collected."""
     steps = [throughput_entry(pair.get("ttlx"), pair.get("reference"), model=model,
                               batch_size=settings["batch_size"], image_size=settings["image_size"],
-                              ttlx_programs=value(pair.get("ttlx"), "programs"))
+                              ttlx_programs=value(pair.get("ttlx"), "programs"), **in_flight(pair.get("ttlx")))
              for model, pair in measured.get("train_step", {}).items()]
     headline = next((row for row in steps if row["model"] == HEADLINE_MODEL), steps[0] if steps else None)
     out = {"settings": settings, "train_step": headline, "train_steps": steps}
@@ -163,6 +172,9 @@ def table_rows(summary: dict) -> list[tuple[str, str, str, str]]:
     rows = [(f"train step {r['model']}{HELPER_NOTE if 'helper' in (r.get('ttlx_programs') or '') else ''} (img/s)",
              _fmt(r["ttlx_img_s"]), _fmt(r["reference_img_s"]), _fmt(r["ratio"]))
             for r in summary.get("train_steps", [])]
+    rows += [(f"train step {r['model']}, next step in flight as ttlx train runs (img/s)",
+              _fmt(r["ttlx_in_flight_img_s"]), "-", "-")
+             for r in summary.get("train_steps", []) if r.get("ttlx_in_flight_img_s") is not None]
     rows += [(f"train step {r['model']}, programs from the cache (img/s)", _fmt(r["ttlx_img_s"]),
               _fmt(r["reference_img_s"]), _fmt(r["ratio"])) for r in summary.get("train_steps_warm_cache", [])]
     for key, label in (("pipeline", "input pipeline, same JPEG bytes (img/s)"),

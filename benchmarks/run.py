@@ -132,11 +132,14 @@ class Context:
                     pooled.setdefault(side, result)
                     continue
                 pooled[side]["step_s"] += result["step_s"]
+                pooled[side]["in_flight_s"] = pooled[side].get("in_flight_s", []) + result.get("in_flight_s", [])
         for result in pooled.values():
             if "error" not in result:
                 result["median_s"] = statistics.median(result["step_s"])
                 result["img_s"] = options["batch_size"] / result["median_s"]
                 result["rounds"] = rounds
+                if result.get("in_flight_s"):  # ttlx on an accelerator: ttlx train's loop, one value per round
+                    result["in_flight_img_s"] = options["batch_size"] / statistics.median(result["in_flight_s"])
         return pooled
 
 

@@ -141,24 +141,12 @@ def build(model: str, args, context=contextlib.nullcontext) -> dict:
             "first_s": first_s}
 
 
-def in_flight_seconds(built: dict, steps: int) -> float:
-    """Seconds per step of ``ttlx train``'s loop: each step is dispatched before the previous loss is read."""
-    state, batch, train = built["state"], built["batch"], built["steps"].train
-    start = time.perf_counter()
-    previous = None
-    for _ in range(steps):
-        state["train"], loss = train(state["train"], batch)
-        if previous is not None:
-            float(previous)
-        previous = loss
-    float(previous)
-    return (time.perf_counter() - start) / steps
-
-
 def time_round(built: dict, args) -> dict:
     """One round of ``built``'s steps: the median of ``args.steps`` synced steps, then as many in flight."""
+    import ttlx_side
+
     timing = protocol.time_steps(built["step"], warmup=2, steps=args.steps)
-    in_flight = in_flight_seconds(built, args.steps)
+    in_flight = ttlx_side.in_flight_seconds(built["steps"].train, built["state"], built["batch"], args.steps)
     return {"synced_img_s": protocol.images_per_second(args.batch_size, timing),
             "in_flight_img_s": args.batch_size / in_flight, "synced_ms": timing["median_s"] * 1e3,
             "in_flight_ms": in_flight * 1e3}
