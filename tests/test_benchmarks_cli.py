@@ -336,3 +336,24 @@ def test_variant_probe_rounds_keep_each_variants_program_and_pair_ratios_within_
     assert summary["synced_ratio"] == 1.25 and summary["synced_ratio_range"] == [1.0, 1.5]
     assert summary["a synced_img_s"] == 4.0 and summary["b in_flight_img_s"] == 4.5
     assert variant_probe.rotated([1, 2, 3], 4) == [2, 3, 1]
+
+
+def test_hlo_bytes_counts_each_ops_operands_and_outputs_once(tmp_path):
+    """The byte counts behind RESULTS section 6.1, on a program XLA:CPU compiles here: one fused op reads an
+    f32 and a bfloat16 [4, 8, 8, 3] array and writes an f32 one."""
+    import gzip
+
+    import hlo_bytes
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.ones((4, 8, 8, 3), jnp.float32)
+    text = jax.jit(lambda a, b: jnp.maximum(a + b, 0.0) * 2).lower(x, x.astype(jnp.bfloat16)).compile().as_text()
+    (op,) = hlo_bytes.entry_ops(text, batch=4)
+    assert (op.kind, op.out_bytes, op.in_bytes, op.side) == ("kLoop", 768 * 4, 768 * 4 + 768 * 2, 8)
+    assert hlo_bytes.shape_bytes("(bf16[2,3]{1,0}, u8[1000]{0}, s32[5])") == 12 + 0 + 20  # scratch left out
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(text.encode()))
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "hlo_bytes.py"), str(tmp_path / "a.txt.gz"),
+                           str(tmp_path / "a.txt.gz"), "--batch", "4"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "1 ops, 0.00 GB" in done.stdout and "over" in done.stdout and done.stdout.rstrip().endswith("1.000")
