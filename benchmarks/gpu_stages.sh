@@ -7,7 +7,9 @@
 # (a short loan spends its minutes on what is still unmeasured). Two stages run only when named:
 # `profile`, one traced step each of ResNet50 FTL and TTL-2 through `benchmarks/step_ops.py` (op times per
 # kind and feature-map size, the raw traces and optimized HLO kept in OUT_DIR/profile-MODEL), and
-# `variants`, `benchmarks/variant_probe.py`'s candidate changes for TTL-2 over FTL (OUT_DIR/variants.jsonl).
+# `variants`, `benchmarks/variant_probe.py`'s candidate changes for TTL-2 over FTL (OUT_DIR/variants.jsonl), and
+# `pipeline_host`, whether ttlx's loader feeds the GPU from this host's cores (grain threads, as `ttlx train`
+# runs by default, and 4, 8 or 12 worker processes; OUT_DIR/pipeline_host.json).
 set -u
 out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]}
 py=${2:-python3}
@@ -21,13 +23,14 @@ declare -A args=(
     [compile]="--only compile"
     [profile]=""
     [variants]=""
+    [pipeline_host]=""
 )
 order=(resnet50_targets resnet50_ttl1 memory_startup densenet201_train latency compile)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${order[@]}")
 for name in "${stages[@]}"; do
     if [ -z "${args[$name]+set}" ]; then
-        echo "unknown stage '$name'; choose from: ${order[*]} profile variants" >&2
+        echo "unknown stage '$name'; choose from: ${order[*]} profile variants pipeline_host" >&2
         exit 2
     fi
 done
@@ -39,6 +42,11 @@ for name in "${stages[@]}"; do
             "$py" benchmarks/step_ops.py --model "$model" --dtype bfloat16 --batch-size 128 --top 40 \
                 --keep "$out/profile-$model" 2>&1 | tee -a "$out/log.txt"
         done
+        continue
+    fi
+    if [ "$name" = pipeline_host ]; then
+        "$py" benchmarks/profile_pipeline.py --loader-only --as-shipped-only --batch-size 128 --images 2048 \
+            --batches 12 --workers 4 8 12 --json "$out/pipeline_host.json" 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = variants ]; then
