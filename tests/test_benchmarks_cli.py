@@ -357,3 +357,19 @@ def test_hlo_bytes_counts_each_ops_operands_and_outputs_once(tmp_path):
                            str(tmp_path / "a.txt.gz"), "--batch", "4"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "1 ops, 0.00 GB" in done.stdout and "over" in done.stdout and done.stdout.rstrip().endswith("1.000")
+
+
+def test_profile_pipeline_loader_only_times_threads_and_each_worker_count(tmp_path):
+    """The GPU host's loader stage (gpu_stages.sh pipeline_host): no per-stage times, only the images as
+    ttlx prepare stores them, the loader with grain threads and with each worker count asked for."""
+    out = tmp_path / "pipeline.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_pipeline.py"), "--loader-only",
+                           "--as-shipped-only", "--images", "12", "--batch-size", "4", "--batches", "2",
+                           "--workers", "1", "--threads", "1", "--image-size", "32", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (variant,) = json.loads(out.read_text())["variants"].values()
+    assert "ms" not in variant
+    assert sorted(variant["loader_img_s"]) == ["grain processes (num_workers=1)",
+                                               "grain threads (num_workers=0), 1 cores"]
+    assert all(rate > 0 for rate in variant["loader_img_s"].values())
