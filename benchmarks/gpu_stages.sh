@@ -9,7 +9,8 @@
 # kind and feature-map size, the raw traces and optimized HLO kept in OUT_DIR/profile-MODEL), and
 # `variants`, `benchmarks/variant_probe.py`'s candidate changes for TTL-2 over FTL (OUT_DIR/variants.jsonl), and
 # `pipeline_host`, whether ttlx's loader feeds the GPU from this host's cores (grain threads, as `ttlx train`
-# runs by default, and 4, 8 or 12 worker processes; OUT_DIR/pipeline_host.json).
+# runs by default, and 4, 8 or 12 worker processes, each with float32 and with uint8 batches;
+# OUT_DIR/pipeline_host.json).
 set -u
 out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]}
 py=${2:-python3}
@@ -46,7 +47,7 @@ for name in "${stages[@]}"; do
     fi
     if [ "$name" = pipeline_host ]; then
         "$py" benchmarks/profile_pipeline.py --loader-only --as-shipped-only --batch-size 128 --images 2048 \
-            --batches 12 --workers 4 8 12 --json "$out/pipeline_host.json" 2>&1 | tee -a "$out/log.txt"
+            --batches 12 --workers 4 8 12 --uint8 --json "$out/pipeline_host.json" 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = variants ]; then

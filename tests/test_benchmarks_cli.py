@@ -365,11 +365,13 @@ def test_profile_pipeline_loader_only_times_threads_and_each_worker_count(tmp_pa
     out = tmp_path / "pipeline.json"
     done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_pipeline.py"), "--loader-only",
                            "--as-shipped-only", "--images", "12", "--batch-size", "4", "--batches", "2",
-                           "--workers", "1", "--threads", "1", "--image-size", "32", "--json", str(out)],
+                           "--workers", "1", "--threads", "1", "--image-size", "32", "--uint8", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     (variant,) = json.loads(out.read_text())["variants"].values()
     assert "ms" not in variant
     assert sorted(variant["loader_img_s"]) == ["grain processes (num_workers=1)",
-                                               "grain threads (num_workers=0), 1 cores"]
+                                               "grain processes (num_workers=1), uint8",
+                                               "grain threads (num_workers=0), 1 cores",
+                                               "grain threads (num_workers=0), 1 cores, uint8"]
     assert all(rate > 0 for rate in variant["loader_img_s"].values())

@@ -119,6 +119,16 @@ def test_worker_processes_give_the_same_batches(data_dir):
     it.close()
 
 
+def test_unnormalised_batches_are_uint8_and_normalise_to_the_default_ones(data_dir):
+    """normalize=False (for a device that normalises): the same crops as uint8, a quarter of the bytes."""
+    default, _ = _take(_loader(data_dir, seed=5), 2)
+    raw, _ = _take(_loader(data_dir, seed=5, normalize=False), 2)
+    for x, y in zip(default, raw, strict=True):
+        assert y["image"].dtype == np.uint8 and y["image"].shape == x["image"].shape
+        np.testing.assert_array_equal(normalize(y["image"]), x["image"])
+        np.testing.assert_array_equal(y["label"], x["label"])
+
+
 def test_eval_is_one_ordered_pass_padded_with_masked_examples(data_dir):
     loader = _loader(data_dir, split="test", train=False)
     ids = pipeline.split_ids("digits", data_dir, exp=1, split="test")

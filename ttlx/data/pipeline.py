@@ -199,6 +199,7 @@ def make_loader(
     num_workers: int = 0,
     shard_index: int = 0,
     shard_count: int = 1,
+    normalize: bool = True,
 ) -> Loader:
     """Batches of {'image','label','id','mask'[, 'label_mask']} for one split of one repeat.
 
@@ -206,6 +207,8 @@ def make_loader(
     batches. Eval: one pass in split order, resize to S*256/224 + centre crop, last batch padded (mask 0).
     ``batch_size`` is per process: with ``shard_count`` processes a global batch holds
     ``batch_size * shard_count`` examples and process ``shard_index`` gets its slice of each one.
+    ``normalize=False`` leaves the images uint8 (``augment.normalize`` of them is the default batch, bit for
+    bit): a quarter of the bytes between worker processes and to a device that normalises them itself.
     """
     import grain
 
@@ -228,7 +231,9 @@ def make_loader(
     if num_workers > 0:
         _allow_grain_workers()
     load = _LoadExample(RecordReader(prepared.records_dir), image_size, train, seed, LabelPolicy.of(prepared))
-    pipeline = grain.MapDataset.source(order).map(load).batch(batch_size, drop_remainder=True).map(_normalize_batch)
+    pipeline = grain.MapDataset.source(order).map(load).batch(batch_size, drop_remainder=True)
+    if normalize:
+        pipeline = pipeline.map(_normalize_batch)
     return Loader(pipeline, order, num_examples=len(records), steps_per_epoch=steps, num_workers=num_workers)
 
 
