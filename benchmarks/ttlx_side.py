@@ -52,7 +52,8 @@ def make_train_step(args):
     state = {"train": init_state(model, tx, 0, mesh)}
     rng = np.random.default_rng(0)
     size = args.image_size
-    batch = shard_batch({"image": rng.standard_normal((args.batch_size, size, size, 3), dtype=np.float32),
+    # uint8 images, normalised in the step, as ttlx train's loaders deliver them (ttlx.train_step.model_input)
+    batch = shard_batch({"image": rng.integers(0, 256, (args.batch_size, size, size, 3), dtype=np.uint8),
                          "label": np.arange(args.batch_size, dtype=np.int32) % protocol.NUM_CLASSES,
                          "mask": np.ones(args.batch_size, np.float32)}, mesh)
 

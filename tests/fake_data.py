@@ -107,7 +107,8 @@ class FakeData:
         return (counts.sum() / counts / len(counts)).astype(np.float32)
 
     def make_loader(self, dataset, data_dir=None, *, exp, split, sub=100, batch_size, image_size=224, train,
-                    seed=0, num_workers=0, shard_index=0, shard_count=1) -> FakeLoader:
+                    seed=0, num_workers=0, shard_index=0, shard_count=1, normalize=True) -> FakeLoader:
+        # float images either way: the steps take float images as normalised (ttlx.train_step.model_input)
         images, labels = self.split(split, image_size)
         return FakeLoader(images, labels, batch_size=batch_size, train=train, seed=seed,
                           multilabel=self.multilabel)

@@ -29,6 +29,8 @@ def test_only_densenet_scale_programs_use_the_helper_unless_told(monkeypatch, tm
     assert not compile_helper.wanted(config, DENSENET201)  # compiled once already: the cache has it
     assert compile_helper.marker_path({**config, "workdir": "elsewhere"}) == marker  # the run dir is no part
     assert compile_helper.marker_path({**config, "batch_size": 8}) != marker
+    monkeypatch.setattr(compile_helper, "PROGRAMS_REVISION", compile_helper.PROGRAMS_REVISION + 1)
+    assert compile_helper.wanted(config, DENSENET201)  # ttlx compiles other programs now: once more
 
 
 def test_a_failing_helper_leaves_no_marker(tmp_path, monkeypatch):

@@ -24,6 +24,9 @@ import sys
 from pathlib import Path
 
 ENV = "TTLX_COMPILE_HELPER"
+# Part of every marker's key: raise it when what ``ttlx train`` compiles for the same configuration changes,
+# so that the helper compiles the new programs once (2: uint8 images, normalised on the device).
+PROGRAMS_REVISION = 2
 _OFF, _ON = ("0", "off", "false", "no"), ("1", "on", "true", "yes")
 
 
@@ -35,6 +38,7 @@ def marker_path(config: dict) -> Path | None:
     if not folder:
         return None
     program = {key: value for key, value in config.items() if key != "workdir"}
+    program["ttlx_programs_revision"] = PROGRAMS_REVISION
     digest = hashlib.sha256(json.dumps(program, sort_keys=True, default=str).encode()).hexdigest()[:32]
     return Path(folder) / "ttlx-compiled" / f"{digest}.json"
 

@@ -96,7 +96,7 @@ def predict_split(model, model_cfg: ModelConfig, train_cfg: TrainConfig, info, c
                               sub=train_cfg.sub, batch_size=local_batch_size(batch_size),
                               image_size=model_cfg.image_size, train=False, seed=train_cfg.seed,
                               num_workers=train_cfg.num_workers, shard_index=jax.process_index(),
-                              shard_count=jax.process_count())
+                              shard_count=jax.process_count(), normalize=False)  # as ttlx train's loaders
     _, params, rest = nnx.split(model, nnx.Param, ...)
     state = jax.device_put(model_part({"params": params, "rest": rest}), jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec()))

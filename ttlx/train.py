@@ -109,7 +109,8 @@ def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, da
     loaders = [data.make_loader(cfg.dataset, cfg.data_dir, exp=cfg.exp, split=split, sub=cfg.sub,
                                 batch_size=local_batch_size(cfg.batch_size), image_size=cfg.image_size,
                                 train=split == "train", seed=cfg.seed, num_workers=cfg.num_workers,
-                                shard_index=jax.process_index(), shard_count=jax.process_count())
+                                shard_index=jax.process_index(), shard_count=jax.process_count(),
+                                normalize=False)  # uint8: the steps normalise on the device
                for split in ("train", "val")]
     if loaders[0].steps_per_epoch < 1:
         raise DataError(f"The training split of {cfg.dataset} has {loaders[0].num_examples} images, fewer "

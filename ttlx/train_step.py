@@ -51,6 +51,23 @@ def graph_defs(model: nnx.Module, frozen: set) -> tuple[nnx.GraphDef, nnx.GraphD
     return train_graph, eval_graph
 
 
+def model_input(images: jax.Array) -> jax.Array:
+    """The network's input from a batch's images: uint8 ones (``ttlx train``'s loaders, ``make_loader(...,
+    normalize=False)``) are ImageNet-normalised here, on the device; float ones are taken as normalised.
+
+    Normalising on the device sends a quarter of the bytes from the loader's worker processes and to the
+    device. The levels are looked up in ``augment.normalize_table()``, so the values equal the host's
+    ``augment.normalize`` bit for bit (XLA turns a division by a constant into a multiplication by its
+    reciprocal, which rounds differently), and runs train the same either way.
+    """
+    if images.dtype != jnp.uint8:
+        return images
+    from ttlx.data.augment import normalize_table
+
+    table = jnp.asarray(normalize_table())
+    return table[images.astype(jnp.int32), jnp.arange(images.shape[-1])]
+
+
 def make_steps(model: nnx.Module, frozen: set, tx: optax.GradientTransformation, class_weights,
                multilabel: bool, mesh: Mesh) -> Steps:
     train_graph, eval_graph = graph_defs(model, frozen)
@@ -59,7 +76,7 @@ def make_steps(model: nnx.Module, frozen: set, tx: optax.GradientTransformation,
     def train_step(state: dict, batch: dict):
         def loss_fn(params, rest):  # copy=True: fresh variables that belong to this trace
             net = nnx.merge(train_graph, params, rest, copy=True)
-            numerator, denominator = batch_loss_terms(net(batch["image"]), batch, weights, multilabel)
+            numerator, denominator = batch_loss_terms(net(model_input(batch["image"])), batch, weights, multilabel)
             return numerator / denominator, nnx.split(net, nnx.Param, ...)[2]
 
         (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], state["rest"])
@@ -86,7 +103,7 @@ def make_eval_step(eval_graph: nnx.GraphDef, class_weights, multilabel: bool, me
 
     def eval_step(model_state: dict, batch: dict):
         net = nnx.merge(eval_graph, model_state["params"], model_state["rest"], copy=True)
-        logits = net(batch["image"]).astype(jnp.float32)
+        logits = net(model_input(batch["image"])).astype(jnp.float32)
         numerator, denominator = batch_loss_terms(logits, batch, weights, multilabel)
         # labels and mask come back as global arrays so every host sees the whole batch
         return logits, batch["label"], batch["mask"], numerator, denominator

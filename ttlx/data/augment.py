@@ -173,3 +173,10 @@ def normalize(batch: np.ndarray) -> np.ndarray:
         np.divide(values[start : start + step], divisor, out=chunk)
         np.subtract(chunk, offset, out=chunk)
     return out
+
+
+def normalize_table() -> np.ndarray:
+    """[256, 3] float32: :func:`normalize` of every uint8 level in each channel, the table a device looks the
+    levels up in (``ttlx.train_step.model_input``) to get the host's values bit for bit."""
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    return normalize(levels[None])[0]
