@@ -10,7 +10,8 @@
 # `variants`, `benchmarks/variant_probe.py`'s candidate changes for TTL-2 over FTL (OUT_DIR/variants.jsonl), and
 # `pipeline_host`, whether ttlx's loader feeds the GPU from this host's cores (grain threads, as `ttlx train`
 # runs by default, and 4, 8 or 12 worker processes, each with float32 and with uint8 batches;
-# OUT_DIR/pipeline_host.json).
+# OUT_DIR/pipeline_host.json), and `train_e2e`, whole `ttlx train` runs of ResNet50 FTL and TTL-2 with the
+# default loader and with 8 worker processes (images/s of the epochs after the first; OUT_DIR/train_e2e.json).
 set -u
 out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]}
 py=${2:-python3}
@@ -25,13 +26,14 @@ declare -A args=(
     [profile]=""
     [variants]=""
     [pipeline_host]=""
+    [train_e2e]=""
 )
 order=(resnet50_targets resnet50_ttl1 memory_startup densenet201_train latency compile)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${order[@]}")
 for name in "${stages[@]}"; do
     if [ -z "${args[$name]+set}" ]; then
-        echo "unknown stage '$name'; choose from: ${order[*]} profile variants pipeline_host" >&2
+        echo "unknown stage '$name'; choose from: ${order[*]} profile variants pipeline_host train_e2e" >&2
         exit 2
     fi
 done
@@ -48,6 +50,11 @@ for name in "${stages[@]}"; do
     if [ "$name" = pipeline_host ]; then
         "$py" benchmarks/profile_pipeline.py --loader-only --as-shipped-only --batch-size 128 --images 2048 \
             --batches 12 --workers 4 8 12 --uint8 --json "$out/pipeline_host.json" 2>&1 | tee -a "$out/log.txt"
+        continue
+    fi
+    if [ "$name" = train_e2e ]; then
+        "$py" benchmarks/train_e2e.py --json "$out/train_e2e.json" --models resnet50-ftl resnet50-ttl2 \
+            --workers 0 8 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = variants ]; then

@@ -375,3 +375,17 @@ def test_profile_pipeline_loader_only_times_threads_and_each_worker_count(tmp_pa
                                                "grain threads (num_workers=0), 1 cores",
                                                "grain threads (num_workers=0), 1 cores, uint8"]
     assert all(rate > 0 for rate in variant["loader_img_s"].values())
+
+
+def test_train_e2e_reads_each_epochs_rate_from_a_real_ttlx_train_run(tmp_path):
+    """The end-to-end stage (gpu_stages.sh train_e2e): a whole `ttlx train` run per model and worker count,
+    its epochs' images/s from the run's metrics.jsonl, epoch 1 (the compile) apart."""
+    out = tmp_path / "e2e.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "train_e2e.py"), "--json", str(out), "--models",
+                           "resnet50-ttl2", "--images", "80", "--size", "40", "--batch-size", "8", "--image-size",
+                           "32", "--dtype", "float32", "--epochs", "2"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    assert (run["model"], run["workers"], len(run["epoch_img_s"])) == ("resnet50-ttl2", 0, 2)
+    assert run["img_s"] == run["epoch_img_s"][1] > 0 and run["first_epoch_img_s"] == run["epoch_img_s"][0]
+    assert "resnet50-ttl2" in done.stdout.splitlines()[-1]

@@ -1,0 +1,105 @@
+"""Whole `ttlx train` runs, timed as a user gets them: images/s of the training epochs after the first, with
+the input pipeline, host-to-device copies and the training loop included (the train-step benchmark feeds one
+batch already on the device). Answers whether a run on a GPU is bound by its loader (RESULTS section 6.3)
+and whether TTL-2's faster step shows in its epochs.
+
+    python benchmarks/train_e2e.py --json OUT [--models resnet50-ftl resnet50-ttl2] [--workers 0 8]
+        [--images 4096] [--size 256] [--batch-size 128] [--image-size 224] [--dtype bfloat16] [--epochs 3]
+
+Prepares the ``synthetic`` dataset once (``--images`` generated images of ``--size`` px, split 64/16/20),
+then runs ``python -m ttlx.cli train`` per model and worker count, each in a fresh process and run dir
+(random weights, Adam, the benchmark's networks and flatten head), and reads ``images_per_s`` of each epoch
+from the run's ``metrics.jsonl``. Epoch 1 holds the compile and is reported apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import protocol  # noqa: E402
+
+
+def ttlx_command(*args: str) -> list[str]:
+    return [sys.executable, "-P", "-m", "ttlx.cli", *args]
+
+
+def train_arguments(model: str, data_dir: Path, workdir: Path, args, workers: int) -> list[str]:
+    spec = protocol.MODELS[model]
+    return ["train", "--dataset", "synthetic", "--data-dir", str(data_dir), "--model", spec["arch"],
+            "--trunc", str(spec["trunc"]), "--layerwise" if spec["layerwise"] else "--no-layerwise",
+            "--head", protocol.HEAD, "--pretrained", "random", "--bs", str(args.batch_size),
+            "--image-size", str(args.image_size), "--dtype", args.dtype, "--max-epoch", str(args.epochs),
+            "--lr", str(protocol.LEARNING_RATE), "--num-workers", str(workers), "--workdir", str(workdir)]
+
+
+def epoch_rates(workdir: Path) -> list[float]:
+    """``images_per_s`` of each finished epoch, in order."""
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["images_per_s"] for line in lines if line.strip()]
+
+
+def run_one(model: str, data_dir: Path, scratch: Path, args, workers: int) -> dict:
+    workdir = scratch / f"run-{model}-w{workers}"
+    start = time.perf_counter()
+    done = subprocess.run(ttlx_command(*train_arguments(model, data_dir, workdir, args, workers)),
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        return {"model": model, "workers": workers, "error": done.stderr.strip()[-2000:]}
+    rates = epoch_rates(workdir)
+    later = rates[1:]
+    return {"model": model, "workers": workers, "epoch_img_s": rates,
+            "img_s": statistics.median(later) if later else None, "first_epoch_img_s": rates[0] if rates else None,
+            "wall_s": wall}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--models", nargs="+", default=["resnet50-ftl", "resnet50-ttl2"],
+                        choices=sorted(protocol.MODELS))
+    parser.add_argument("--workers", type=int, nargs="+", default=[0])
+    parser.add_argument("--images", type=int, default=4096)
+    parser.add_argument("--size", type=int, default=256, help="side of the generated images")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args(argv)
+    out = {"settings": {k: v for k, v in vars(args).items() if k != "json"}, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="ttlx-e2e-") as scratch:
+        data_dir = Path(scratch) / "data"
+        start = time.perf_counter()
+        subprocess.run(ttlx_command("prepare", "synthetic", "--data-dir", str(data_dir), "--count",
+                                    str(args.images), "--size", str(args.size)), check=True, capture_output=True)
+        out["prepare_s"] = time.perf_counter() - start
+        for model in args.models:
+            for workers in args.workers:
+                out["runs"].append(run_one(model, data_dir, Path(scratch), args, workers))
+                args.json.write_text(json.dumps(out, indent=2) + "\n")  # each run kept as soon as it ends
+                print(json.dumps(out["runs"][-1]), flush=True)
+    print(table(out["runs"]))
+    return out
+
+
+def table(runs: list[dict]) -> str:
+    lines = ["model            workers  img/s (epochs 2+)  epoch 1 (compile)", "-" * 64]
+    for run in runs:
+        if "error" in run:
+            lines.append(f"{run['model']:16} {run['workers']:7d}  error: {run['error'].splitlines()[-1]}")
+            continue
+        rate = "-" if run["img_s"] is None else f"{run['img_s']:.0f}"
+        lines.append(f"{run['model']:16} {run['workers']:7d}  {rate:>17}  {run['first_epoch_img_s']:.0f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
