@@ -9,9 +9,10 @@
 # kind and feature-map size, the raw traces and optimized HLO kept in OUT_DIR/profile-MODEL), and
 # `variants`, `benchmarks/variant_probe.py`'s candidate changes for TTL-2 over FTL (OUT_DIR/variants.jsonl), and
 # `pipeline_host`, whether ttlx's loader feeds the GPU from this host's cores (grain threads, as `ttlx train`
-# runs by default, and 4, 8 or 12 worker processes, each with float32 and with uint8 batches;
+# runs by default, 8 and 16 threads, 4 and 8 worker processes, each with float32 and with uint8 batches;
 # OUT_DIR/pipeline_host.json), and `train_e2e`, whole `ttlx train` runs of ResNet50 FTL and TTL-2 with the
-# default loader and with 8 worker processes (images/s of the epochs after the first; OUT_DIR/train_e2e.json).
+# default loader, with 8 loader threads and with 8 worker processes (images/s of the epochs after the first;
+# OUT_DIR/train_e2e.json).
 set -u
 out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]}
 py=${2:-python3}
@@ -49,12 +50,13 @@ for name in "${stages[@]}"; do
     fi
     if [ "$name" = pipeline_host ]; then
         "$py" benchmarks/profile_pipeline.py --loader-only --as-shipped-only --batch-size 128 --images 2048 \
-            --batches 12 --workers 4 8 12 --uint8 --json "$out/pipeline_host.json" 2>&1 | tee -a "$out/log.txt"
+            --batches 12 --loader-threads 8 16 --workers 4 8 --uint8 --json "$out/pipeline_host.json" 2>&1 \
+            | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = train_e2e ]; then
         "$py" benchmarks/train_e2e.py --json "$out/train_e2e.json" --models resnet50-ftl resnet50-ttl2 \
-            --workers 0 8 2>&1 | tee -a "$out/log.txt"
+            --workers 0 8 --threads 8 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = variants ]; then

@@ -11,8 +11,10 @@ worker processes on ``--threads`` cores. Milliseconds are medians over ``--repea
 
 On an accelerator's host, whether the loader can feed the device (an H100 trains ResNet50 at 4,000-5,000
 img/s; RESULTS section 6.3):
-    python benchmarks/profile_pipeline.py --loader-only --as-shipped-only --batch-size 128 --workers 4 8 12 --uint8
-(``--uint8``: each setting also with uint8 batches, as a device that normalises the images itself would take.)
+    python benchmarks/profile_pipeline.py --loader-only --as-shipped-only --batch-size 128 --loader-threads 8 16 \
+        --workers 4 8 --uint8
+(``--loader-threads``: grain threads at other counts than ttlx's default; ``--uint8``: each setting also with
+uint8 batches, as ``ttlx train`` loads them for the device to normalise.)
 """
 
 from __future__ import annotations
@@ -133,13 +135,14 @@ def stage_times(data_dir: Path, size: int, batch_size: int, repeats: int, count:
 
 
 def loader_images_per_second(data_dir: Path, size: int, batch_size: int, batches: int, num_workers: int,
-                             normalize: bool = True) -> float:
+                             normalize: bool = True, num_threads: int | None = None) -> float:
     """The training loader as ``ttlx train`` uses it: grain threads (0) or grain worker processes;
-    ``normalize=False``: uint8 batches, left for the device to normalise."""
+    ``normalize=False``: uint8 batches, left for the device to normalise; ``num_threads``: grain threads
+    per process (None: ttlx's default)."""
     from ttlx.data.pipeline import make_loader
 
     loader = make_loader("folder", data_dir, exp=1, split="train", batch_size=batch_size, image_size=size,
-                         train=True, seed=0, num_workers=num_workers, normalize=normalize)
+                         train=True, seed=0, num_workers=num_workers, normalize=normalize, num_threads=num_threads)
     stream = iter(loader)
     try:
         timing = protocol.time_steps(lambda: next(stream), warmup=3, steps=batches)
@@ -162,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--as-shipped-only", action="store_true", help="only the images as ttlx prepare stores them")
     parser.add_argument("--workers", type=int, nargs="+", default=None,
                         help="worker-process counts to time the loader with (default: one per core)")
+    parser.add_argument("--loader-threads", type=int, nargs="+", default=[],
+                        help="also time grain threads in the training process at these counts (num_workers=0)")
     parser.add_argument("--uint8", action="store_true",
                         help="also time each loader setting with uint8 batches (normalize=False)")
     args = parser.parse_args(argv)
@@ -185,13 +190,14 @@ def main(argv: list[str] | None = None) -> dict:
             variant = {"prepare_s": time.perf_counter() - start}
             if not args.loader_only:
                 variant.update(stage_times(data_dir, args.image_size, args.batch_size, args.repeats, args.profiled))
-            settings = {f"grain threads (num_workers=0), {threads} cores": 0}
-            settings.update({f"grain processes (num_workers={n})": n for n in args.workers or [threads]})
+            settings = {f"grain threads (num_workers=0), {threads} cores": (0, None)}
+            settings.update({f"{n} grain threads (num_workers=0)": (0, n) for n in args.loader_threads})
+            settings.update({f"grain processes (num_workers={n})": (n, None) for n in args.workers or [threads]})
             variant["loader_img_s"] = {}
-            for label, workers in settings.items():
+            for label, (workers, loader_threads) in settings.items():
                 for normalize in (True, False) if args.uint8 else (True,):
                     variant["loader_img_s"][label + ("" if normalize else ", uint8")] = loader_images_per_second(
-                        data_dir, args.image_size, args.batch_size, args.batches, workers, normalize)
+                        data_dir, args.image_size, args.batch_size, args.batches, workers, normalize, loader_threads)
             out["variants"][name] = variant
     for name, variant in out["variants"].items():
         print(f"\n{name}: prepare {variant['prepare_s']:.1f} s")

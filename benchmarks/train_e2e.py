@@ -3,11 +3,13 @@ the input pipeline, host-to-device copies and the training loop included (the tr
 batch already on the device). Answers whether a run on a GPU is bound by its loader (RESULTS section 6.3)
 and whether TTL-2's faster step shows in its epochs.
 
-    python benchmarks/train_e2e.py --json OUT [--models resnet50-ftl resnet50-ttl2] [--workers 0 8]
+    python benchmarks/train_e2e.py --json OUT [--models resnet50-ftl resnet50-ttl2] [--workers 0 8] [--threads 8]
         [--images 4096] [--size 256] [--batch-size 128] [--image-size 224] [--dtype bfloat16] [--epochs 3]
 
 Prepares the ``synthetic`` dataset once (``--images`` generated images of ``--size`` px, split 64/16/20),
-then runs ``python -m ttlx.cli train`` per model and worker count, each in a fresh process and run dir
+then runs ``python -m ttlx.cli train`` per model and loader setting (each ``--workers`` count with the
+default threads, and each ``--threads`` count through ``TTLX_LOADER_THREADS`` without workers), each in a
+fresh process and run dir
 (random weights, Adam, the benchmark's networks and flatten head), and reads ``images_per_s`` of each epoch
 from the run's ``metrics.jsonl``. Epoch 1 holds the compile and is reported apart.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -46,17 +49,20 @@ def epoch_rates(workdir: Path) -> list[float]:
     return [json.loads(line)["images_per_s"] for line in lines if line.strip()]
 
 
-def run_one(model: str, data_dir: Path, scratch: Path, args, workers: int) -> dict:
-    workdir = scratch / f"run-{model}-w{workers}"
+def run_one(model: str, data_dir: Path, scratch: Path, args, workers: int, threads: int | None = None) -> dict:
+    label = "default" if threads is None else threads
+    workdir = scratch / f"run-{model}-w{workers}-t{label}"
+    env = {**os.environ, **({} if threads is None else {"TTLX_LOADER_THREADS": str(threads)})}
     start = time.perf_counter()
     done = subprocess.run(ttlx_command(*train_arguments(model, data_dir, workdir, args, workers)),
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
+    setting = {"model": model, "workers": workers, "threads": label}
     if done.returncode != 0:
-        return {"model": model, "workers": workers, "error": done.stderr.strip()[-2000:]}
+        return {**setting, "error": done.stderr.strip()[-2000:]}
     rates = epoch_rates(workdir)
     later = rates[1:]
-    return {"model": model, "workers": workers, "epoch_img_s": rates,
+    return {**setting, "epoch_img_s": rates,
             "img_s": statistics.median(later) if later else None, "first_epoch_img_s": rates[0] if rates else None,
             "wall_s": wall}
 
@@ -67,6 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--models", nargs="+", default=["resnet50-ftl", "resnet50-ttl2"],
                         choices=sorted(protocol.MODELS))
     parser.add_argument("--workers", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[],
+                        help="also run without workers at these loader thread counts (TTLX_LOADER_THREADS)")
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--size", type=int, default=256, help="side of the generated images")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -82,8 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
                                     str(args.images), "--size", str(args.size)), check=True, capture_output=True)
         out["prepare_s"] = time.perf_counter() - start
         for model in args.models:
-            for workers in args.workers:
-                out["runs"].append(run_one(model, data_dir, Path(scratch), args, workers))
+            settings = [(workers, None) for workers in args.workers] + [(0, threads) for threads in args.threads]
+            for workers, threads in settings:
+                out["runs"].append(run_one(model, data_dir, Path(scratch), args, workers, threads))
                 args.json.write_text(json.dumps(out, indent=2) + "\n")  # each run kept as soon as it ends
                 print(json.dumps(out["runs"][-1]), flush=True)
     print(table(out["runs"]))
@@ -91,13 +100,14 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def table(runs: list[dict]) -> str:
-    lines = ["model            workers  img/s (epochs 2+)  epoch 1 (compile)", "-" * 64]
+    lines = ["model            workers  threads  img/s (epochs 2+)  epoch 1 (compile)", "-" * 73]
     for run in runs:
+        setting = f"{run['model']:16} {run['workers']:7d}  {run['threads']!s:>7}"
         if "error" in run:
-            lines.append(f"{run['model']:16} {run['workers']:7d}  error: {run['error'].splitlines()[-1]}")
+            lines.append(f"{setting}  error: {run['error'].splitlines()[-1]}")
             continue
         rate = "-" if run["img_s"] is None else f"{run['img_s']:.0f}"
-        lines.append(f"{run['model']:16} {run['workers']:7d}  {rate:>17}  {run['first_epoch_img_s']:.0f}")
+        lines.append(f"{setting}  {rate:>17}  {run['first_epoch_img_s']:.0f}")
     return "\n".join(lines)
 
 

@@ -365,12 +365,15 @@ def test_profile_pipeline_loader_only_times_threads_and_each_worker_count(tmp_pa
     out = tmp_path / "pipeline.json"
     done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_pipeline.py"), "--loader-only",
                            "--as-shipped-only", "--images", "12", "--batch-size", "4", "--batches", "2",
-                           "--workers", "1", "--threads", "1", "--image-size", "32", "--uint8", "--json", str(out)],
+                           "--workers", "1", "--threads", "1", "--image-size", "32", "--uint8", "--loader-threads",
+                           "2", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     (variant,) = json.loads(out.read_text())["variants"].values()
     assert "ms" not in variant
-    assert sorted(variant["loader_img_s"]) == ["grain processes (num_workers=1)",
+    assert sorted(variant["loader_img_s"]) == ["2 grain threads (num_workers=0)",
+                                               "2 grain threads (num_workers=0), uint8",
+                                               "grain processes (num_workers=1)",
                                                "grain processes (num_workers=1), uint8",
                                                "grain threads (num_workers=0), 1 cores",
                                                "grain threads (num_workers=0), 1 cores, uint8"]
@@ -383,9 +386,12 @@ def test_train_e2e_reads_each_epochs_rate_from_a_real_ttlx_train_run(tmp_path):
     out = tmp_path / "e2e.json"
     done = subprocess.run([sys.executable, str(BENCHMARKS / "train_e2e.py"), "--json", str(out), "--models",
                            "resnet50-ttl2", "--images", "80", "--size", "40", "--batch-size", "8", "--image-size",
-                           "32", "--dtype", "float32", "--epochs", "2"], capture_output=True, text=True, timeout=600)
+                           "32", "--dtype", "float32", "--epochs", "2", "--threads", "0"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    (run,) = json.loads(out.read_text())["runs"]
-    assert (run["model"], run["workers"], len(run["epoch_img_s"])) == ("resnet50-ttl2", 0, 2)
+    run, bad = json.loads(out.read_text())["runs"]
+    assert (run["model"], run["workers"], run["threads"], len(run["epoch_img_s"])) == ("resnet50-ttl2", 0, "default", 2)
     assert run["img_s"] == run["epoch_img_s"][1] > 0 and run["first_epoch_img_s"] == run["epoch_img_s"][0]
-    assert "resnet50-ttl2" in done.stdout.splitlines()[-1]
+    # a setting ttlx refuses (0 loader threads: TTLX_LOADER_THREADS=0) is a row with ttlx's own sentence
+    assert "at least 1 thread" in bad["error"] and "epoch_img_s" not in bad
+    assert "resnet50-ttl2" in done.stdout.splitlines()[-1] and "error" in done.stdout.splitlines()[-1]

@@ -20,7 +20,7 @@ from ttlx.data.labels import LabelPolicy, class_weights_from
 from ttlx.data.records import RecordReader
 from ttlx.data.split_files import split_positions
 from ttlx.data.store import Prepared, load_prepared
-from ttlx.errors import DataError
+from ttlx.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -161,18 +161,42 @@ class LoaderIterator:
             close()
 
 
+THREADS_ENV = "TTLX_LOADER_THREADS"
+
+
+def loader_threads(num_threads: int | None = None) -> int:
+    """grain read threads per loading process: ``num_threads``, else ``$TTLX_LOADER_THREADS``, else
+    min(4, CPUs). A thread holds the GIL for about a fifth of each image (RESULTS section 6.3), so more
+    threads in one process stop paying off near five; ``--num-workers`` adds processes instead."""
+    if num_threads is None:
+        value = os.environ.get(THREADS_ENV, "").strip()
+        if not value:
+            return min(4, os.cpu_count() or 1)
+        try:
+            num_threads = int(value)
+        except ValueError:
+            raise ConfigError(f"{THREADS_ENV}={value!r} is not a number; set it to a whole number of threads "
+                              "(1 or more) or unset it.") from None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ConfigError(f"The loader needs at least 1 thread, got {num_threads!r} (num_threads or "
+                          f"{THREADS_ENV}).")
+    return num_threads
+
+
 class Loader:
     """An iterable of batches; ``iter(loader)`` gives an iterator with get_state()/set_state()."""
 
-    def __init__(self, dataset, order, *, num_examples: int, steps_per_epoch: int, num_workers: int):
+    def __init__(self, dataset, order, *, num_examples: int, steps_per_epoch: int, num_workers: int,
+                 num_threads: int | None = None):
         self._dataset, self._order = dataset, order
         self.num_examples, self.steps_per_epoch, self.num_workers = num_examples, steps_per_epoch, num_workers
+        self.num_threads = loader_threads(num_threads)
 
     def _iter_dataset(self, start_batch: int):
         import grain
 
         dataset = self._dataset[start_batch:] if start_batch else self._dataset
-        threads = min(4, os.cpu_count() or 1)
+        threads = self.num_threads
         iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
         if self.num_workers > 0:
             iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
@@ -200,6 +224,7 @@ def make_loader(
     shard_index: int = 0,
     shard_count: int = 1,
     normalize: bool = True,
+    num_threads: int | None = None,
 ) -> Loader:
     """Batches of {'image','label','id','mask'[, 'label_mask']} for one split of one repeat.
 
@@ -209,6 +234,7 @@ def make_loader(
     ``batch_size * shard_count`` examples and process ``shard_index`` gets its slice of each one.
     ``normalize=False`` leaves the images uint8 (``augment.normalize`` of them is the default batch, bit for
     bit): a quarter of the bytes between worker processes and to a device that normalises them itself.
+    ``num_threads``: grain read threads per loading process (default: :func:`loader_threads`).
     """
     import grain
 
@@ -234,7 +260,8 @@ def make_loader(
     pipeline = grain.MapDataset.source(order).map(load).batch(batch_size, drop_remainder=True)
     if normalize:
         pipeline = pipeline.map(_normalize_batch)
-    return Loader(pipeline, order, num_examples=len(records), steps_per_epoch=steps, num_workers=num_workers)
+    return Loader(pipeline, order, num_examples=len(records), steps_per_epoch=steps, num_workers=num_workers,
+                  num_threads=num_threads)
 
 
 def _allow_grain_workers() -> None:
