@@ -9,9 +9,9 @@ and whether TTL-2's faster step shows in its epochs.
 Prepares the ``synthetic`` dataset once (``--images`` generated images of ``--size`` px, split 64/16/20),
 then runs ``python -m ttlx.cli train`` per model and loader setting (each ``--workers`` count with the
 default threads, and each ``--threads`` count through ``TTLX_LOADER_THREADS`` without workers), each in a
-fresh process and run dir
-(random weights, Adam, the benchmark's networks and flatten head), and reads ``images_per_s`` of each epoch
-from the run's ``metrics.jsonl``. Epoch 1 holds the compile and is reported apart.
+fresh process and run dir (random weights, Adam, the benchmark's networks and flatten head), and reads
+``images_per_s`` of each epoch from the run's ``metrics.jsonl``. Epoch 1 holds the compile and is reported
+apart.
 """
 
 from __future__ import annotations
