@@ -128,6 +128,13 @@ def test_unnormalised_batches_are_uint8_and_normalise_to_the_default_ones(data_d
         assert y["image"].dtype == np.uint8 and y["image"].shape == x["image"].shape
         np.testing.assert_array_equal(normalize(y["image"]), x["image"])
         np.testing.assert_array_equal(y["label"], x["label"])
+    it = iter(_loader(data_dir, seed=5, normalize=False, num_workers=2))  # as ttlx train --num-workers 2
+    from_workers = list(itertools.islice(it, 2))
+    for x, y in zip(raw, from_workers, strict=True):
+        assert y["image"].dtype == np.uint8
+        np.testing.assert_array_equal(x["image"], y["image"])
+    del from_workers
+    it.close()
 
 
 def test_loader_threads_come_from_the_argument_then_the_environment_then_the_cpus(data_dir, monkeypatch):
