@@ -1,3 +1,4 @@
 from ttlx.cli import main
 
-main()
+if __name__ == "__main__":  # not again in a spawned worker process, which imports this as __mp_main__
+    main()
