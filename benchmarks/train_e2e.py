@@ -106,8 +106,8 @@ def table(runs: list[dict]) -> str:
         if "error" in run:
             lines.append(f"{setting}  error: {run['error'].splitlines()[-1]}")
             continue
-        rate = "-" if run["img_s"] is None else f"{run['img_s']:.0f}"
-        lines.append(f"{setting}  {rate:>17}  {run['first_epoch_img_s']:.0f}")
+        rate = "-" if run["img_s"] is None else f"{run['img_s']:.1f}"
+        lines.append(f"{setting}  {rate:>17}  {run['first_epoch_img_s']:.1f}")
     return "\n".join(lines)
 
 
