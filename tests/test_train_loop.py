@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,15 @@ from ttlx.checkpoint import flatten, load_model_state, load_run_weights
 from ttlx.config import ModelConfig
 from ttlx.errors import ConfigError, UserError, WeightsError
 from ttlx.run_dir import RunDir, open_run
-from ttlx.train import TrainingDiverged, resolve_model, train
+from ttlx.train import TIMING_COLUMNS, TrainingDiverged, resolve_model, train
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
 
 
 def rows(run_dir: Path) -> list[dict]:
-    """metrics.jsonl without the wall-clock column."""
-    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in RunDir(run_dir).read_metrics()]
+    """metrics.jsonl without the wall-clock columns."""
+    return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in RunDir(run_dir).read_metrics()]
 
 
 def run_tiny(workdir: Path, *args: str, devices: int = 1) -> subprocess.CompletedProcess:
@@ -42,7 +43,8 @@ def test_a_finished_run_dir_holds_config_metrics_checkpoints_and_curves(finished
     history = RunDir(finished_run).read_metrics()
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert set(history[0]) == {"epoch", "train_loss", "val_loss", "lr", "val_accuracy", "val_auroc",
-                               "images_per_s"}
+                               "images_per_s", "input_wait"}
+    assert all(0 <= r["input_wait"] < 1 for r in history)
     assert [r["lr"] for r in history] == [1e-2] * 3
     config = json.loads((finished_run / "config.json").read_text())
     assert config["model"] == ModelConfig(arch="tinynet", trunc=-1, head="pool", num_classes=3,
@@ -165,6 +167,32 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     )
     assert load_model_state(workdir, "latest")[0] == 1
     assert [r["epoch"] for r in RunDir(workdir).read_metrics()] == [1]
+
+
+class SlowData(FakeData):
+    """Fake data whose training batches take 0.15 s each to arrive: a run bound by its input."""
+
+    def make_loader(self, *args, **kwargs):
+        loader = super().make_loader(*args, **kwargs)
+        if kwargs["train"]:
+            clean = loader.train_batch
+
+            def batch(position):
+                time.sleep(0.15)
+                return clean(position)
+
+            loader.train_batch = batch
+        return loader
+
+
+def test_a_run_that_waits_for_its_loader_says_so_once(tmp_path, tinynet, capsys):
+    workdir = tmp_path / "slow"
+    train(tiny_train_config(workdir), progress=False, data=SlowData())
+    history = RunDir(workdir).read_metrics()
+    assert all(r["input_wait"] > 0.5 for r in history[1:])  # 0.15 s per batch against a step of milliseconds
+    err = capsys.readouterr().err
+    assert err.count("the training loop waited for images during") == 1  # epoch 2 says it, epoch 3 does not
+    assert "of epoch 2" in err and "TTLX_LOADER_THREADS" in err and "--num-workers" in err
 
 
 def test_lwft_keeps_the_frozen_weights_and_batchnorm_statistics(tmp_path, tinynet):

@@ -87,6 +87,7 @@ class Session:
     best_val_loss: float = math.inf
     # latest steps on disk -> the best epoch each one's history points at (both are kept)
     kept: dict[int, int | None] = field(default_factory=dict)
+    input_note_shown: bool = False
 
     @property
     def epoch(self) -> int:
@@ -169,13 +170,14 @@ def fit(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterato
     while session.epoch < cfg.max_epoch and session.plateau.lr >= cfg.min_lr:
         epoch = session.epoch + 1
         lr = session.plateau.lr
-        train_loss, images_per_s = train_epoch(session, iterator, epoch, display, checkpoints)
+        train_loss, images_per_s, input_wait = train_epoch(session, iterator, epoch, display, checkpoints)
         val = predict(session.steps.evaluate, model_part(session.state), session.val_loader, session.mesh)
         check_finite(val.loss, epoch, "validation", checkpoints)
         probs = probabilities(val.logits, session.multilabel)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "lr": lr,
                **epoch_metrics(val.labels, probs, session.num_classes, session.multilabel),
-               "images_per_s": images_per_s}
+               "images_per_s": images_per_s, "input_wait": round(input_wait, 4)}
+        note_input_bound(session, epoch, input_wait, display)
         next_lr = session.plateau.step(val.loss)
         session.state["opt_state"] = with_learning_rate(session.state["opt_state"], next_lr)
         session.history.append(row)
@@ -197,14 +199,35 @@ def fit(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterato
             "stop_reason": reason, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+# metrics.jsonl columns that depend on the machine's speed, not on the run's numbers (resumes and repeats
+# agree on every other column)
+TIMING_COLUMNS = ("images_per_s", "input_wait")
+# Share of an epoch's training time spent waiting for the loader above which ttlx train says so, once a run
+# (from epoch 2 on: epoch 1 holds the compile)
+INPUT_BOUND_SHARE = 0.25
+
+
+def note_input_bound(session: Session, epoch: int, input_wait: float, display: TrainProgress) -> None:
+    if epoch < 2 or input_wait <= INPUT_BOUND_SHARE or session.input_note_shown:
+        return
+    session.input_note_shown = True
+    display.note(f"Note: the training loop waited for images during {input_wait:.0%} of epoch {epoch}, so the "
+                 "input pipeline sets the pace; more loader threads (TTLX_LOADER_THREADS=N) or worker "
+                 "processes (--num-workers N) may speed it up.")
+
+
 def train_epoch(session: Session, iterator, epoch: int, display: TrainProgress,
-                checkpoints: ckpt.RunCheckpoints) -> tuple[float, float]:
-    """One epoch of train steps; returns (mean loss, images/s). Stops on a non-finite loss."""
+                checkpoints: ckpt.RunCheckpoints) -> tuple[float, float, float]:
+    """One epoch of train steps; returns (mean loss, images/s, share of the time spent waiting for the
+    loader). Stops on a non-finite loss."""
     steps_per_epoch = session.train_loader.steps_per_epoch
     display.start_epoch(epoch, steps_per_epoch, session.plateau.lr)
-    losses, start = [], time.perf_counter()
+    losses, waited, start = [], 0.0, time.perf_counter()
     for step in range(1, steps_per_epoch + 1):
-        session.state, loss = session.steps.train(session.state, shard_batch(next(iterator), session.mesh))
+        before = time.perf_counter()
+        batch = next(iterator)
+        waited += time.perf_counter() - before
+        session.state, loss = session.steps.train(session.state, shard_batch(batch, session.mesh))
         losses.append(loss)
         if step > 1:  # read the previous step's loss so the host never waits on the current one
             check_finite(float(losses[-2]), epoch, step - 1, checkpoints)
@@ -213,7 +236,7 @@ def train_epoch(session: Session, iterator, epoch: int, display: TrainProgress,
     values = np.asarray(jax.device_get(losses), dtype=np.float64)
     check_finite(float(values[-1]), epoch, steps_per_epoch, checkpoints)
     elapsed = time.perf_counter() - start
-    return float(values.mean()), steps_per_epoch * session.cfg.batch_size / elapsed
+    return float(values.mean()), steps_per_epoch * session.cfg.batch_size / elapsed, waited / elapsed
 
 
 def check_finite(loss: float, epoch: int, step: int | str, checkpoints: ckpt.RunCheckpoints) -> None:
