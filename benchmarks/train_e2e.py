@@ -10,8 +10,8 @@ Prepares the ``synthetic`` dataset once (``--images`` generated images of ``--si
 then runs ``python -m ttlx.cli train`` per model and loader setting (each ``--workers`` count with the
 default threads, and each ``--threads`` count through ``TTLX_LOADER_THREADS`` without workers), each in a
 fresh process and run dir (random weights, Adam, the benchmark's networks and flatten head), and reads
-``images_per_s`` of each epoch from the run's ``metrics.jsonl``. Epoch 1 holds the compile and is reported
-apart.
+``images_per_s`` and ``input_wait`` (the share of the epoch spent waiting for the loader) of each epoch from
+the run's ``metrics.jsonl``. Epoch 1 holds the compile and is reported apart.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ def train_arguments(model: str, data_dir: Path, workdir: Path, args, workers: in
             "--lr", str(protocol.LEARNING_RATE), "--num-workers", str(workers), "--workdir", str(workdir)]
 
 
-def epoch_rates(workdir: Path) -> list[float]:
-    """``images_per_s`` of each finished epoch, in order."""
+def epoch_column(workdir: Path, column: str) -> list[float]:
+    """``column`` of each finished epoch in the run's metrics.jsonl, in order (None where a row lacks it)."""
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line)["images_per_s"] for line in lines if line.strip()]
+    return [json.loads(line).get(column) for line in lines if line.strip()]
 
 
 def run_one(model: str, data_dir: Path, scratch: Path, args, workers: int, threads: int | None = None) -> dict:
@@ -60,9 +60,9 @@ def run_one(model: str, data_dir: Path, scratch: Path, args, workers: int, threa
     setting = {"model": model, "workers": workers, "threads": label}
     if done.returncode != 0:
         return {**setting, "error": done.stderr.strip()[-2000:]}
-    rates = epoch_rates(workdir)
+    rates, waits = epoch_column(workdir, "images_per_s"), epoch_column(workdir, "input_wait")
     later = rates[1:]
-    return {**setting, "epoch_img_s": rates,
+    return {**setting, "epoch_img_s": rates, "epoch_input_wait": waits,
             "img_s": statistics.median(later) if later else None, "first_epoch_img_s": rates[0] if rates else None,
             "wall_s": wall}
 
@@ -100,14 +100,16 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def table(runs: list[dict]) -> str:
-    lines = ["model            workers  threads  img/s (epochs 2+)  epoch 1 (compile)", "-" * 73]
+    lines = ["model            workers  threads  img/s (epochs 2+)  epoch 1 (compile)  input wait (last)", "-" * 92]
     for run in runs:
         setting = f"{run['model']:16} {run['workers']:7d}  {run['threads']!s:>7}"
         if "error" in run:
             lines.append(f"{setting}  error: {run['error'].splitlines()[-1]}")
             continue
         rate = "-" if run["img_s"] is None else f"{run['img_s']:.1f}"
-        lines.append(f"{setting}  {rate:>17}  {run['first_epoch_img_s']:.1f}")
+        wait = run["epoch_input_wait"][-1]
+        lines.append(f"{setting}  {rate:>17}  {run['first_epoch_img_s']:>17.1f}  "
+                     f"{'-' if wait is None else format(wait, '.0%'):>17}")
     return "\n".join(lines)
 
 

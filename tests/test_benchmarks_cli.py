@@ -392,6 +392,7 @@ def test_train_e2e_reads_each_epochs_rate_from_a_real_ttlx_train_run(tmp_path):
     run, bad = json.loads(out.read_text())["runs"]
     assert (run["model"], run["workers"], run["threads"], len(run["epoch_img_s"])) == ("resnet50-ttl2", 0, "default", 2)
     assert run["img_s"] == run["epoch_img_s"][1] > 0 and run["first_epoch_img_s"] == run["epoch_img_s"][0]
+    assert len(run["epoch_input_wait"]) == 2 and all(0 <= wait < 1 for wait in run["epoch_input_wait"])
     # a setting ttlx refuses (0 loader threads: TTLX_LOADER_THREADS=0) is a row with ttlx's own sentence
     assert "at least 1 thread" in bad["error"] and "epoch_img_s" not in bad
     assert "resnet50-ttl2" in done.stdout.splitlines()[-1] and "error" in done.stdout.splitlines()[-1]
