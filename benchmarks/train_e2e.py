@@ -31,7 +31,9 @@ import protocol  # noqa: E402
 
 
 def ttlx_command(*args: str) -> list[str]:
-    return [sys.executable, "-P", "-m", "ttlx.cli", *args]
+    from ttlx.compile_helper import module_command
+
+    return module_command("ttlx.cli", *args)
 
 
 def train_arguments(model: str, data_dir: Path, workdir: Path, args, workers: int) -> list[str]:

@@ -138,23 +138,28 @@ def test_resuming_with_other_options_is_refused(tmp_path, tinynet):
         open_run(tmp_path / "run", changed, model_cfg, {}, force=False)
 
 
-class NaNData(FakeData):
-    """Fake data whose 3rd training batch of epoch 2 holds a NaN image."""
+class AlteredTrainData(FakeData):
+    """Fake data whose training batches pass through ``alter`` on their way to the loop."""
+
+    def alter(self, position: int, batch: dict, steps_per_epoch: int) -> dict:
+        return batch
 
     def make_loader(self, *args, **kwargs):
         loader = super().make_loader(*args, **kwargs)
         if kwargs["train"]:
             clean = loader.train_batch
-
-            def batch(position):
-                out = clean(position)
-                if position == loader.steps_per_epoch + 2:
-                    out["image"] = out["image"].copy()
-                    out["image"][0, 0, 0, 0] = np.nan
-                return out
-
-            loader.train_batch = batch
+            loader.train_batch = lambda position: self.alter(position, clean(position), loader.steps_per_epoch)
         return loader
+
+
+class NaNData(AlteredTrainData):
+    """Fake data whose 3rd training batch of epoch 2 holds a NaN image."""
+
+    def alter(self, position, batch, steps_per_epoch):
+        if position == steps_per_epoch + 2:
+            batch["image"] = batch["image"].copy()
+            batch["image"][0, 0, 0, 0] = np.nan
+        return batch
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, tinynet):
@@ -169,20 +174,12 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     assert [r["epoch"] for r in RunDir(workdir).read_metrics()] == [1]
 
 
-class SlowData(FakeData):
+class SlowData(AlteredTrainData):
     """Fake data whose training batches take 0.15 s each to arrive: a run bound by its input."""
 
-    def make_loader(self, *args, **kwargs):
-        loader = super().make_loader(*args, **kwargs)
-        if kwargs["train"]:
-            clean = loader.train_batch
-
-            def batch(position):
-                time.sleep(0.15)
-                return clean(position)
-
-            loader.train_batch = batch
-        return loader
+    def alter(self, position, batch, steps_per_epoch):
+        time.sleep(0.15)
+        return batch
 
 
 def test_a_run_that_waits_for_its_loader_says_so_once(tmp_path, tinynet, capsys):

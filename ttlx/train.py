@@ -87,7 +87,6 @@ class Session:
     best_val_loss: float = math.inf
     # latest steps on disk -> the best epoch each one's history points at (both are kept)
     kept: dict[int, int | None] = field(default_factory=dict)
-    input_note_shown: bool = False
 
     @property
     def epoch(self) -> int:
@@ -208,9 +207,12 @@ INPUT_BOUND_SHARE = 0.25
 
 
 def note_input_bound(session: Session, epoch: int, input_wait: float, display: TrainProgress) -> None:
-    if epoch < 2 or input_wait <= INPUT_BOUND_SHARE or session.input_note_shown:
+    """Say once a run (call before this epoch's row joins the history) that the loader sets the pace."""
+    def waited(row: dict) -> bool:
+        return row["epoch"] >= 2 and row.get("input_wait", 0.0) > INPUT_BOUND_SHARE
+
+    if not waited({"epoch": epoch, "input_wait": input_wait}) or any(map(waited, session.history)):
         return
-    session.input_note_shown = True
     display.note(f"Note: the training loop waited for images during {input_wait:.0%} of epoch {epoch}, so the "
                  "input pipeline sets the pace; more loader threads (TTLX_LOADER_THREADS=N) or worker "
                  "processes (--num-workers N) may speed it up.")
