@@ -7,12 +7,13 @@
 # (a short loan spends its minutes on what is still unmeasured). Two stages run only when named:
 # `profile`, one traced step each of ResNet50 FTL and TTL-2 through `benchmarks/step_ops.py` (op times per
 # kind and feature-map size, the raw traces and optimized HLO kept in OUT_DIR/profile-MODEL), and
-# `variants`, `benchmarks/variant_probe.py`'s candidate changes for TTL-2 over FTL (OUT_DIR/variants.jsonl), and
-# `pipeline_host`, whether ttlx's loader feeds the GPU from this host's cores (grain threads, as `ttlx train`
-# runs by default, 8 and 16 threads, 4 and 8 worker processes, each with float32 and with uint8 batches;
-# OUT_DIR/pipeline_host.json), and `train_e2e`, whole `ttlx train` runs of ResNet50 FTL and TTL-2 with the
-# default loader, with 8 loader threads and with 8 worker processes (images/s of the epochs after the first;
-# OUT_DIR/train_e2e.json).
+# `variants`, `benchmarks/variant_probe.py`: ttlx against the formulations it replaced on accelerators
+# (OUT_DIR/variants.jsonl),
+# `pipeline_host`, the loader alone on this host's cores (grain threads in one process: ttlx's default 4 and 8;
+# 4, 8 and 12 worker processes; uint8 batches as `ttlx train` loads them; OUT_DIR/pipeline_host.json), and
+# `train_e2e`, whole `ttlx train` runs of ResNet50 FTL and TTL-2 with ttlx's default worker processes
+# (half the cores, up to 8 per GPU) at its default 4, and at 1 and 2, threads per worker (images/s of
+# the epochs after the first, 40 steps each; OUT_DIR/train_e2e.json).
 set -u
 out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]}
 py=${2:-python3}
@@ -50,13 +51,13 @@ for name in "${stages[@]}"; do
     fi
     if [ "$name" = pipeline_host ]; then
         "$py" benchmarks/profile_pipeline.py --loader-only --as-shipped-only --batch-size 128 --images 2048 \
-            --batches 12 --loader-threads 8 16 --workers 4 8 --uint8 --json "$out/pipeline_host.json" 2>&1 \
+            --batches 48 --loader-threads 8 --workers 4 8 12 --uint8-only --json "$out/pipeline_host.json" 2>&1 \
             | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = train_e2e ]; then
         "$py" benchmarks/train_e2e.py --json "$out/train_e2e.json" --models resnet50-ftl resnet50-ttl2 \
-            --workers 0 8 --threads 8 2>&1 | tee -a "$out/log.txt"
+            --images 8192 --workers auto --worker-threads 1 2 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = variants ]; then

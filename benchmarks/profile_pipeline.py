@@ -11,10 +11,11 @@ worker processes on ``--threads`` cores. Milliseconds are medians over ``--repea
 
 On an accelerator's host, whether the loader can feed the device (an H100 trains ResNet50 at 4,000-5,000
 img/s; RESULTS section 6.3):
-    python benchmarks/profile_pipeline.py --loader-only --as-shipped-only --batch-size 128 --loader-threads 8 16 \
-        --workers 4 8 --uint8
+    python benchmarks/profile_pipeline.py --loader-only --as-shipped-only --batch-size 128 --loader-threads 8 \
+        --workers 4 8 12 --uint8-only --batches 48
 (``--loader-threads``: grain threads at other counts than ttlx's default; ``--uint8``: each setting also with
-uint8 batches, as ``ttlx train`` loads them for the device to normalise.)
+uint8 batches, as ``ttlx train`` loads them for the device to normalise; ``--uint8-only``: only those.) The
+loader is timed after warm-up batches that drain what it buffered (:func:`drained_batches`).
 """
 
 from __future__ import annotations
@@ -134,6 +135,14 @@ def stage_times(data_dir: Path, size: int, batch_size: int, repeats: int, count:
     }
 
 
+def drained_batches(loader) -> int:
+    """Warm-up batches that empty what the loader made before the clock starts: each process's grain threads
+    read whole batches ahead (``2 x threads`` buffered, ``threads`` in the making). Timing fewer batches than
+    that measured the buffers, not the loader: 6,100-20,300 img/s for 16 threads or 4-8 processes with 12
+    timed batches on the first GPU host (RESULTS section 7)."""
+    return 3 + 3 * loader.num_threads * max(1, loader.num_workers)
+
+
 def loader_images_per_second(data_dir: Path, size: int, batch_size: int, batches: int, num_workers: int,
                              normalize: bool = True, num_threads: int | None = None) -> float:
     """The training loader as ``ttlx train`` uses it: grain threads (0) or grain worker processes;
@@ -145,7 +154,7 @@ def loader_images_per_second(data_dir: Path, size: int, batch_size: int, batches
                          train=True, seed=0, num_workers=num_workers, normalize=normalize, num_threads=num_threads)
     stream = iter(loader)
     try:
-        timing = protocol.time_steps(lambda: next(stream), warmup=3, steps=batches)
+        timing = protocol.time_steps(lambda: next(stream), warmup=drained_batches(loader), steps=batches)
     finally:
         stream.close()
     return protocol.images_per_second(batch_size, timing, overall=True)
@@ -169,6 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also time grain threads in the training process at these counts (num_workers=0)")
     parser.add_argument("--uint8", action="store_true",
                         help="also time each loader setting with uint8 batches (normalize=False)")
+    parser.add_argument("--uint8-only", action="store_true",
+                        help="time each loader setting only with uint8 batches, as ttlx train loads them")
     args = parser.parse_args(argv)
     threads = protocol.pin_threads(args.threads)
     from ttlx import performance
@@ -195,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
             settings.update({f"grain processes (num_workers={n})": (n, None) for n in args.workers or [threads]})
             variant["loader_img_s"] = {}
             for label, (workers, loader_threads) in settings.items():
-                for normalize in (True, False) if args.uint8 else (True,):
+                for normalize in (False,) if args.uint8_only else (True, False) if args.uint8 else (True,):
                     variant["loader_img_s"][label + ("" if normalize else ", uint8")] = loader_images_per_second(
                         data_dir, args.image_size, args.batch_size, args.batches, workers, normalize, loader_threads)
             out["variants"][name] = variant

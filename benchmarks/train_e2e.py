@@ -3,12 +3,15 @@ the input pipeline, host-to-device copies and the training loop included (the tr
 batch already on the device). Answers whether a run on a GPU is bound by its loader (RESULTS section 6.3)
 and whether TTL-2's faster step shows in its epochs.
 
-    python benchmarks/train_e2e.py --json OUT [--models resnet50-ftl resnet50-ttl2] [--workers 0 8] [--threads 8]
-        [--images 4096] [--size 256] [--batch-size 128] [--image-size 224] [--dtype bfloat16] [--epochs 3]
+    python benchmarks/train_e2e.py --json OUT [--models resnet50-ftl resnet50-ttl2] [--workers auto 0 8]
+        [--threads 8] [--worker-threads 1 2] [--images 4096] [--size 256] [--batch-size 128] [--image-size 224]
+        [--dtype bfloat16] [--epochs 3]
 
 Prepares the ``synthetic`` dataset once (``--images`` generated images of ``--size`` px, split 64/16/20),
 then runs ``python -m ttlx.cli train`` per model and loader setting (each ``--workers`` count with the
-default threads, and each ``--threads`` count through ``TTLX_LOADER_THREADS`` without workers), each in a
+default threads, ``auto`` leaving ``--num-workers`` to ttlx; each ``--threads`` count through
+``TTLX_LOADER_THREADS`` without workers; each nonzero worker count again with each ``--worker-threads`` count
+of threads per worker), each in a
 fresh process and run dir (random weights, Adam, the benchmark's networks and flatten head), and reads
 ``images_per_s`` and ``input_wait`` (the share of the epoch spent waiting for the loader) of each epoch from
 the run's ``metrics.jsonl``. Epoch 1 holds the compile and is reported apart.
@@ -36,13 +39,14 @@ def ttlx_command(*args: str) -> list[str]:
     return module_command("ttlx.cli", *args)
 
 
-def train_arguments(model: str, data_dir: Path, workdir: Path, args, workers: int) -> list[str]:
+def train_arguments(model: str, data_dir: Path, workdir: Path, args, workers: int | str) -> list[str]:
     spec = protocol.MODELS[model]
     return ["train", "--dataset", "synthetic", "--data-dir", str(data_dir), "--model", spec["arch"],
             "--trunc", str(spec["trunc"]), "--layerwise" if spec["layerwise"] else "--no-layerwise",
             "--head", protocol.HEAD, "--pretrained", "random", "--bs", str(args.batch_size),
             "--image-size", str(args.image_size), "--dtype", args.dtype, "--max-epoch", str(args.epochs),
-            "--lr", str(protocol.LEARNING_RATE), "--num-workers", str(workers), "--workdir", str(workdir)]
+            "--lr", str(protocol.LEARNING_RATE), "--workdir", str(workdir),
+            *([] if workers == "auto" else ["--num-workers", str(workers)])]
 
 
 def epoch_column(workdir: Path, column: str) -> list[float]:
@@ -51,7 +55,7 @@ def epoch_column(workdir: Path, column: str) -> list[float]:
     return [json.loads(line).get(column) for line in lines if line.strip()]
 
 
-def run_one(model: str, data_dir: Path, scratch: Path, args, workers: int, threads: int | None = None) -> dict:
+def run_one(model: str, data_dir: Path, scratch: Path, args, workers: int | str, threads: int | None = None) -> dict:
     label = "default" if threads is None else threads
     workdir = scratch / f"run-{model}-w{workers}-t{label}"
     env = {**os.environ, **({} if threads is None else {"TTLX_LOADER_THREADS": str(threads)})}
@@ -69,14 +73,27 @@ def run_one(model: str, data_dir: Path, scratch: Path, args, workers: int, threa
             "wall_s": wall}
 
 
+def worker_count(text: str) -> int | str:
+    """``auto`` or a whole number of worker processes (argparse type)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--models", nargs="+", default=["resnet50-ftl", "resnet50-ttl2"],
                         choices=sorted(protocol.MODELS))
-    parser.add_argument("--workers", type=int, nargs="+", default=[0])
+    parser.add_argument("--workers", type=worker_count, nargs="+", default=["auto"],
+                        help="worker-process counts, or auto (ttlx's choice for the backend)")
     parser.add_argument("--threads", type=int, nargs="+", default=[],
                         help="also run without workers at these loader thread counts (TTLX_LOADER_THREADS)")
+    parser.add_argument("--worker-threads", type=int, nargs="+", default=[],
+                        help="also run each nonzero worker count with these threads per worker")
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--size", type=int, default=256, help="side of the generated images")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -93,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         out["prepare_s"] = time.perf_counter() - start
         for model in args.models:
             settings = [(workers, None) for workers in args.workers] + [(0, threads) for threads in args.threads]
+            settings += [(workers, threads) for workers in args.workers if workers != 0
+                         for threads in args.worker_threads]
             for workers, threads in settings:
                 out["runs"].append(run_one(model, data_dir, Path(scratch), args, workers, threads))
                 args.json.write_text(json.dumps(out, indent=2) + "\n")  # each run kept as soon as it ends
@@ -104,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
 def table(runs: list[dict]) -> str:
     lines = ["model            workers  threads  img/s (epochs 2+)  epoch 1 (compile)  input wait (last)", "-" * 92]
     for run in runs:
-        setting = f"{run['model']:16} {run['workers']:7d}  {run['threads']!s:>7}"
+        setting = f"{run['model']:16} {run['workers']!s:>7}  {run['threads']!s:>7}"
         if "error" in run:
             lines.append(f"{setting}  error: {run['error'].splitlines()[-1]}")
             continue

@@ -3,20 +3,20 @@ on a GPU).
 
 TTL-2 runs at 1.22-1.29x FTL's step rate on an H100 against a 1.3 target (RESULTS sections 5 and 6): the
 stages TTL-2 keeps are the high-resolution ones, where memory traffic rather than multiply-adds sets the time,
-so the candidates cut work that every step shares. Each variant swaps functions of ttlx's model code while
-its steps are built and compiled:
+so candidates cut work that every step shares. Each variant swaps functions of ttlx's model code while its
+steps are built and compiled. The three candidates of the third H100 loan (one-pass BatchNorm statistics, a
+space-to-depth stem, the unrolled pooling gradient) took both steps 12-15% faster, without moving the ratio,
+and ttlx now runs them on accelerators (RESULTS section 7.2); the variants are the formulations they
+replaced, so the next loan can check the adoption and try new candidates against it:
 
 - ``base``: ttlx as shipped;
-- ``bn_one_pass``: BatchNorm's batch statistics as E[x^2] - E[x]^2 in float32, two sums XLA can take in one
-  read of the activations, instead of the mean and then E[(x - mean)^2] (a second read); what Flax's own
-  BatchNorm does by default (``use_fast_variance``);
-- ``s2d_stem``: the 7x7 stride-2 stem convolution over 3 channels as a 4x4 stride-1 convolution over a
-  space-to-depth input of 12 channels (the same sums plus zero taps; for tensor cores XLA pads a bfloat16
-  convolution's input channels to a multiple of 8: 3 becomes 8, 12 becomes 16);
-- ``pool_unrolled``: the stem max pooling with ``ttlx.performance.max_pool``'s gradient in one unrolled
-  expression, instead of JAX's rule (an argmax ``reduce_window`` writing four int32 index arrays, then a
-  scatter);
-- ``all``: the three together.
+- ``two_pass_bn``: BatchNorm's batch statistics as the mean and then E[(x - mean)^2] (a second read of the
+  activations), as on CPU, instead of E[x^2] - E[x]^2;
+- ``plain_stem``: the 7x7 stride-2 stem convolution as one convolution over 3 channels, instead of
+  ``ttlx.performance.space_to_depth_stem``;
+- ``jax_pool``: the stem max pooling with JAX's gradient rule (an argmax ``reduce_window`` writing four int32
+  index arrays, then a scatter), instead of ``ttlx.performance.max_pool``'s unrolled one;
+- ``before``: the three together, ttlx on accelerators before the adoption.
 
 Why rounds: the first loan of this probe timed the variants one after the other, and the same FTL step
 drifted from 28.4 to 32 ms within 20 steps (RESULTS section 6), more than any variant's effect. So every
@@ -45,38 +45,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import protocol  # noqa: E402
 
 
-def one_pass_moments(x):
-    """(mean, biased variance) over batch and space from the sums of x and x^2, in float32."""
+def two_pass_moments(x):
+    """(mean, biased variance) over batch and space as the mean and then E[(x - mean)^2], in float32."""
     import jax.numpy as jnp
 
     xf = x.astype(jnp.float32)
     mean = jnp.mean(xf, axis=(0, 1, 2))
-    return mean, jnp.maximum(jnp.mean(jnp.square(xf), axis=(0, 1, 2)) - jnp.square(mean), 0.0)
+    return mean, jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
 
 
-def space_to_depth_conv(x, kernel):
-    """A 7x7, stride-2, padding-3 convolution (NHWC, HWIO, even height and width) computed as a 4x4 stride-1
-    convolution over 2x2 pixel blocks stacked into channels; the kernel is zero-padded to 8x8 to match."""
-    import jax.numpy as jnp
-    from jax import lax
+def jax_pool(x):
+    """The stem pooling (3x3, stride 2, padding 1) with JAX's own gradient rule."""
+    from flax import nnx
 
-    n, height, width, channels = x.shape
-    padded = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
-    rows, cols = (height + 6) // 2, (width + 6) // 2
-    blocks = padded.reshape(n, rows, 2, cols, 2, channels).transpose(0, 1, 3, 2, 4, 5)
-    blocks = blocks.reshape(n, rows, cols, 4 * channels)
-    taps = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
-    taps = taps.reshape(4, 2, 4, 2, channels, -1).transpose(0, 2, 1, 3, 4, 5).reshape(4, 4, 4 * channels, -1)
-    return lax.conv_general_dilated(blocks, taps, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
-def s2d_stem(self, x):
-    """``ResNet.stem`` with its convolution through :func:`space_to_depth_conv`."""
-    from ttlx.models import layers
-
-    dtype = self.conv1.dtype or x.dtype
-    y = space_to_depth_conv(x.astype(dtype), self.conv1.kernel.get_value().astype(dtype))
-    return layers.max_pool_3x3_s2(layers.relu(self.bn1(y)))
+def never(*args, **kwargs) -> bool:
+    return False
 
 
 @contextlib.contextmanager
@@ -89,22 +75,15 @@ def patched(target, name: str, value):
         setattr(target, name, original)
 
 
-def unrolled_pool(x):
-    """The stem pooling (3x3, stride 2, padding 1) with ``ttlx.performance.max_pool``'s unrolled gradient."""
-    from ttlx.performance import max_pool
-
-    return max_pool(x, 3, 2, 1, True)
-
-
 def variants() -> dict:
     """Variant name -> a function returning the context in which that variant's steps are built and compiled."""
+    from ttlx import performance
     from ttlx.models import layers
-    from ttlx.models.resnet import ResNet
 
-    swaps = {"bn_one_pass": [(layers, "batch_moments", one_pass_moments)],
-             "s2d_stem": [(ResNet, "stem", s2d_stem)],
-             "pool_unrolled": [(layers, "max_pool_3x3_s2", unrolled_pool)]}
-    swaps["all"] = [swap for name in ("bn_one_pass", "s2d_stem", "pool_unrolled") for swap in swaps[name]]
+    swaps = {"two_pass_bn": [(layers, "batch_moments", two_pass_moments)],
+             "plain_stem": [(performance, "_is_stem", never)],
+             "jax_pool": [(layers, "max_pool_3x3_s2", jax_pool)]}
+    swaps["before"] = [swap for name in ("two_pass_bn", "plain_stem", "jax_pool") for swap in swaps[name]]
 
     def context(pairs):
         stack = contextlib.ExitStack()
@@ -208,7 +187,7 @@ def recorder(out: Path):
 
 
 def main() -> None:
-    choices = ["base", "bn_one_pass", "s2d_stem", "pool_unrolled", "all"]
+    choices = ["base", "two_pass_bn", "plain_stem", "jax_pool", "before"]
     args = probe_arguments(__doc__.splitlines()[0], choices).parse_args()
     from ttlx import performance
 

@@ -110,5 +110,7 @@ class FakeData:
                     seed=0, num_workers=0, shard_index=0, shard_count=1, normalize=True) -> FakeLoader:
         # float images either way: the steps take float images as normalised (ttlx.train_step.model_input)
         images, labels = self.split(split, image_size)
-        return FakeLoader(images, labels, batch_size=batch_size, train=train, seed=seed,
-                          multilabel=self.multilabel)
+        loader = FakeLoader(images, labels, batch_size=batch_size, train=train, seed=seed,
+                            multilabel=self.multilabel)
+        loader.num_workers = num_workers or 0  # as ttlx's Loader on CPU (pipeline.loader_workers)
+        return loader

@@ -276,42 +276,51 @@ def test_the_ttlx_side_compiles_in_a_helper_where_ttlx_train_would(tmp_path):
     assert len(list((tmp_path / "cache").rglob("jit_train*-cache"))) == 1
 
 
-def test_variant_probe_variants_compute_what_they_replace():
-    """The GPU probe's candidates must be the same network: the space-to-depth stem convolution against the
-    7x7 stride-2 one, one-pass BatchNorm statistics against ttlx's two-pass ones; each swap is undone."""
+def test_variant_probe_variants_compute_what_they_replace(monkeypatch):
+    """The GPU probe's variants (the formulations ttlx ran on accelerators before RESULTS section 7.2) must be
+    the same network: two-pass against one-pass BatchNorm statistics, JAX's pooling gradient against ttlx's,
+    the plain stem convolution against the space-to-depth one; each swap is undone."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import variant_probe
-    from flax import nnx
-    from jax import lax
 
+    from ttlx import performance
     from ttlx.models import layers
-    from ttlx.models.resnet import ResNet
 
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # ttlx's accelerator formulations
+    activations = 3.0 + jax.random.normal(jax.random.key(2), (4, 8, 8, 16))
+    for theirs, ours in zip(variant_probe.two_pass_moments(activations), layers.batch_moments(activations)):
+        np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
+    pooled = 1.0 + jax.random.normal(jax.random.key(3), (2, 16, 16, 4))
+    np.testing.assert_array_equal(variant_probe.jax_pool(pooled), layers.max_pool_3x3_s2(pooled))
+    grads = [jax.grad(lambda v, pool=pool: jnp.sum(pool(v) ** 2))(pooled)
+             for pool in (variant_probe.jax_pool, layers.max_pool_3x3_s2)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6)  # continuous inputs: no ties between taps
     x = jax.random.normal(jax.random.key(0), (2, 32, 24, 3))
     kernel = jax.random.normal(jax.random.key(1), (7, 7, 3, 8))
-    plain = lax.conv_general_dilated(x, kernel, (2, 2), ((3, 3), (3, 3)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    blocked = variant_probe.space_to_depth_conv(x, kernel)
-    assert blocked.shape == plain.shape == (2, 16, 12, 8)
-    np.testing.assert_allclose(blocked, plain, rtol=0, atol=2e-5 * float(np.abs(plain).max()))
-    activations = 3.0 + jax.random.normal(jax.random.key(2), (4, 8, 8, 16))
-    for ours, theirs in zip(variant_probe.one_pass_moments(activations), layers.batch_moments(activations)):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
-    pooled = 1.0 + jax.random.normal(jax.random.key(3), (2, 16, 16, 4))
-    generic = lambda v: nnx.max_pool(v, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # noqa: E731
-    np.testing.assert_array_equal(variant_probe.unrolled_pool(pooled), generic(pooled))
-    grads = [jax.grad(lambda v, pool=pool: jnp.sum(pool(v) ** 2))(pooled) for pool in (variant_probe.unrolled_pool,
-                                                                                      generic)]
-    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6)  # continuous inputs: no ties between taps
-    originals = (layers.batch_moments, ResNet.stem, layers.max_pool_3x3_s2)
+
+    def stem_jaxpr() -> str:  # a new function each time: JAX caches traces by function
+        return str(jax.make_jaxpr(lambda: performance.conv_general_dilated(
+            x, kernel, (2, 2), ((3, 3), (3, 3)), dimension_numbers=("NHWC", "HWIO", "NHWC")))())
+
+    def stem():
+        return performance.conv_general_dilated(x, kernel, (2, 2), ((3, 3), (3, 3)),
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    with variant_probe.variants()["plain_stem"]():
+        plain = stem()
+        assert "f32[4,4,12,8]" not in stem_jaxpr()
+    assert "f32[4,4,12,8]" in stem_jaxpr()
+    np.testing.assert_allclose(stem(), plain, rtol=0, atol=2e-5 * float(np.abs(plain).max()))
+    originals = (layers.batch_moments, performance._is_stem, layers.max_pool_3x3_s2)
     swapped = {}
     for name, context in variant_probe.variants().items():
         with context():
-            swapped[name] = {i for i, now in enumerate((layers.batch_moments, ResNet.stem, layers.max_pool_3x3_s2))
-                             if now is not originals[i]}
-        assert (layers.batch_moments, ResNet.stem, layers.max_pool_3x3_s2) == originals, name
-    assert swapped == {"base": set(), "bn_one_pass": {0}, "s2d_stem": {1}, "pool_unrolled": {2}, "all": {0, 1, 2}}
+            now = (layers.batch_moments, performance._is_stem, layers.max_pool_3x3_s2)
+            swapped[name] = {i for i in range(3) if now[i] is not originals[i]}
+        assert (layers.batch_moments, performance._is_stem, layers.max_pool_3x3_s2) == originals, name
+    assert swapped == {"base": set(), "two_pass_bn": {0}, "plain_stem": {1}, "jax_pool": {2}, "before": {0, 1, 2}}
 
 
 def test_variant_probe_rounds_keep_each_variants_program_and_pair_ratios_within_rounds():
@@ -322,7 +331,7 @@ def test_variant_probe_rounds_keep_each_variants_program_and_pair_ratios_within_
     import variant_probe
 
     args = argparse.Namespace(image_size=32, batch_size=2, dtype="float32", steps=2)
-    built = variant_probe.build("resnet50-ttl2", args, variant_probe.variants()["bn_one_pass"])
+    built = variant_probe.build("resnet50-ttl2", args, variant_probe.variants()["two_pass_bn"])
     assert built["steps"].train._cache_size() == 1  # compiled inside the swap
     timing = variant_probe.time_round(built, args)
     assert built["steps"].train._cache_size() == 1  # and not traced again outside it
@@ -378,6 +387,24 @@ def test_profile_pipeline_loader_only_times_threads_and_each_worker_count(tmp_pa
                                                "grain threads (num_workers=0), 1 cores",
                                                "grain threads (num_workers=0), 1 cores, uint8"]
     assert all(rate > 0 for rate in variant["loader_img_s"].values())
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_pipeline.py"), "--loader-only",
+                           "--as-shipped-only", "--images", "12", "--batch-size", "4", "--batches", "2",
+                           "--workers", "1", "--threads", "1", "--image-size", "32", "--uint8-only", "--json",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (variant,) = json.loads(out.read_text())["variants"].values()
+    assert sorted(variant["loader_img_s"]) == ["grain processes (num_workers=1), uint8",
+                                               "grain threads (num_workers=0), 1 cores, uint8"]
+
+
+def test_profile_pipeline_drains_every_processs_read_ahead_before_timing():
+    import types
+
+    import profile_pipeline
+
+    assert profile_pipeline.drained_batches(types.SimpleNamespace(num_threads=4, num_workers=0)) == 15
+    assert profile_pipeline.drained_batches(types.SimpleNamespace(num_threads=4, num_workers=8)) == 99
+    assert profile_pipeline.drained_batches(types.SimpleNamespace(num_threads=1, num_workers=2)) == 9
 
 
 def test_train_e2e_reads_each_epochs_rate_from_a_real_ttlx_train_run(tmp_path):
@@ -390,9 +417,23 @@ def test_train_e2e_reads_each_epochs_rate_from_a_real_ttlx_train_run(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     run, bad = json.loads(out.read_text())["runs"]
-    assert (run["model"], run["workers"], run["threads"], len(run["epoch_img_s"])) == ("resnet50-ttl2", 0, "default", 2)
+    # --workers left at auto: ttlx train without --num-workers (0 workers on this CPU)
+    assert (run["model"], run["workers"], run["threads"], len(run["epoch_img_s"])) == ("resnet50-ttl2", "auto",
+                                                                                      "default", 2)
     assert run["img_s"] == run["epoch_img_s"][1] > 0 and run["first_epoch_img_s"] == run["epoch_img_s"][0]
     assert len(run["epoch_input_wait"]) == 2 and all(0 <= wait < 1 for wait in run["epoch_input_wait"])
     # a setting ttlx refuses (0 loader threads: TTLX_LOADER_THREADS=0) is a row with ttlx's own sentence
     assert "at least 1 thread" in bad["error"] and "epoch_img_s" not in bad
     assert "resnet50-ttl2" in done.stdout.splitlines()[-1] and "error" in done.stdout.splitlines()[-1]
+
+
+def test_install_missing_picks_only_wheels_whose_distribution_is_not_installed(tmp_path):
+    import install_missing
+
+    for name in ("numpy-2.0.0-cp312-cp312-manylinux_2_17_x86_64.whl", "Typing_Extensions-4.0-py3-none-any.whl",
+                 "ttlx_no_such.dist-1.0-py3-none-any.whl"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a wheel")
+    assert install_missing.distribution_name(tmp_path / "ttlx_no_such.dist-1.0-py3-none-any.whl") == \
+        "ttlx-no-such-dist"
+    assert [w.name for w in install_missing.missing_wheels(tmp_path)] == ["ttlx_no_such.dist-1.0-py3-none-any.whl"]

@@ -154,6 +154,22 @@ def test_loader_threads_come_from_the_argument_then_the_environment_then_the_cpu
         pipeline.loader_threads(0)
 
 
+def test_loader_workers_are_none_on_cpu_and_half_the_cores_per_accelerator(data_dir, monkeypatch):
+    import jax
+
+    assert pipeline.loader_workers() == 0 and _loader(data_dir, num_workers=None).num_workers == 0  # CPU here
+    assert pipeline.loader_workers(3) == 3 and pipeline.loader_workers(0) == 0
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    for cpus, devices, expected in ((16, 1, 8), (32, 1, 8), (96, 8, 48), (6, 1, 3), (1, 1, 1), (None, 1, 1)):
+        monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
+        monkeypatch.setattr(jax, "local_device_count", lambda devices=devices: devices)
+        assert pipeline.loader_workers() == expected, (cpus, devices)
+    assert pipeline.loader_workers(0) == 0  # an explicit count is kept on accelerators too
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match=r"worker count must be a whole number, 0 or more, got"):
+            pipeline.loader_workers(bad)
+
+
 def test_eval_is_one_ordered_pass_padded_with_masked_examples(data_dir):
     loader = _loader(data_dir, split="test", train=False)
     ids = pipeline.split_ids("digits", data_dir, exp=1, split="test")

@@ -257,3 +257,45 @@ def test_the_cpu_runs_the_steps_unless_an_accelerator_plugin_is_there_and_chosen
     monkeypatch.setattr(performance, "_accelerator_plugin_installed", lambda: plugin)
     monkeypatch.setenv("JAX_PLATFORMS", platforms)
     assert performance._cpu_backend_expected() is expected
+
+
+def _train_loss_and_grads(model, x):
+    """Loss and parameter gradients of one training-mode forward (BatchNorm on batch statistics), eagerly, so
+    that each call traces under the backend in force at that moment."""
+    model.train()
+    value, grads = nnx.value_and_grad(lambda m: jnp.mean(jnp.square(m(x) - 0.5)))(model)
+    return value, jax.tree.leaves(grads)
+
+
+def _forward_jaxpr(model, x) -> str:
+    model.eval()
+    return str(jax.make_jaxpr(lambda x: model(x))(x))
+
+
+def test_accelerator_formulations_compute_what_the_cpu_ones_do(monkeypatch):
+    """On GPUs and TPUs the stem convolution runs as space-to-depth, BatchNorm statistics in one pass and the
+    stem pooling's gradient unrolled (RESULTS section 7.2): the same network, in float32 to rounding."""
+    from ttlx.models import create_model, layers
+
+    model = create_model("resnet50", 1, layerwise=True, head="pool", num_classes=2, image_size=32)
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((4, 32, 32, 3), np.float32))
+    cpu_loss, cpu_grads = _train_loss_and_grads(model, x)
+    cpu_jaxpr = _forward_jaxpr(model, x)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    gpu_loss, gpu_grads = _train_loss_and_grads(model, x)
+    gpu_jaxpr = _forward_jaxpr(model, x)
+    np.testing.assert_allclose(gpu_loss, cpu_loss, rtol=1e-5)
+    for ours, theirs in zip(gpu_grads, cpu_grads, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=2e-4, atol=2e-5 * float(np.abs(theirs).max()))
+    # the accelerator program takes the other routes: a 4x4 stem over 12 channels, no 1x1 convs as dots
+    assert "f32[4,4,12,64]" not in cpu_jaxpr and cpu_jaxpr.count("dot_general[") > 1
+    assert "f32[4,4,12,64]" in gpu_jaxpr and gpu_jaxpr.count("dot_general[") == 1  # only the head
+    with performance.xla_convolutions():  # MAC counting reads the plain 7x7 convolution on every backend
+        assert "f32[4,4,12,64]" not in _forward_jaxpr(model, x)
+    odd = jnp.zeros((1, 33, 33, 3), jnp.float32)  # odd sides: the plain convolution
+    assert "f32[4,4,12,64]" not in _forward_jaxpr(model, odd)
+    # one-pass moments clamp the rounding of a constant channel at 0
+    constant = jnp.full((2, 4, 4, 3), 3.1, jnp.float32)
+    mean, var = layers.batch_moments(constant)
+    np.testing.assert_allclose(mean, 3.1, rtol=1e-6)
+    assert bool(jnp.all(var >= 0)) and float(jnp.max(var)) < 1e-5

@@ -87,6 +87,10 @@ def test_a_sweep_dir_refuses_another_grid(tmp_path):
     open_sweep_dir(tmp_path, Grid(dataset="digits", trunc=(1, 2)))  # the same grid is fine
     with pytest.raises(ConfigError, match=r"holds a sweep of another grid \(differs in trunc\)"):
         open_sweep_dir(tmp_path, Grid(dataset="digits", trunc=(1, 3)))
+    # another loader worker count changes no result, another learning rate does
+    open_sweep_dir(tmp_path, Grid(dataset="digits", trunc=(1, 2), base={"num_workers": 4}))
+    with pytest.raises(ConfigError, match=r"another grid \(differs in base\)"):
+        open_sweep_dir(tmp_path, Grid(dataset="digits", trunc=(1, 2), base={"num_workers": 4, "lr": 1e-3}))
 
 
 def test_summary_is_mean_and_sample_std_over_repeats():

@@ -136,6 +136,8 @@ def test_resuming_with_other_options_is_refused(tmp_path, tinynet):
     with pytest.raises(ConfigError, match=r"holds a run started with lr=0\.01, not 0\.001; re-run with the same "
                                           r"options to resume it"):
         open_run(tmp_path / "run", changed, model_cfg, {}, force=False)
+    # the loader's worker count does not change any batch, so a run may resume with another one
+    open_run(tmp_path / "run", tiny_train_config(tmp_path / "run", num_workers=3), model_cfg, {}, force=False)
 
 
 class AlteredTrainData(FakeData):
@@ -189,7 +191,7 @@ def test_a_run_that_waits_for_its_loader_says_so_once(tmp_path, tinynet, capsys)
     assert all(r["input_wait"] > 0.5 for r in history[1:])  # 0.15 s per batch against a step of milliseconds
     err = capsys.readouterr().err
     assert err.count("the training loop waited for images during") == 1  # epoch 2 says it, epoch 3 does not
-    assert "of epoch 2" in err and "TTLX_LOADER_THREADS" in err and "--num-workers" in err
+    assert "of epoch 2" in err and "TTLX_LOADER_THREADS" in err and "--num-workers N, this run has 0" in err
 
 
 def test_lwft_keeps_the_frozen_weights_and_batchnorm_statistics(tmp_path, tinynet):

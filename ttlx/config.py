@@ -197,7 +197,7 @@ class TrainConfig(DictRecord):
     freeze_until: int | None = None
     ptl_decay: float = 1.0
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None  # None: pipeline.loader_workers chooses for the backend
     data_dir: str | None = None
     workdir: str | None = None
 
@@ -234,7 +234,8 @@ class TrainConfig(DictRecord):
             check_int(self.freeze_until, "--freeze-until", 0)
         check_number(self.ptl_decay, "--ptl-decay", positive=True)
         check_seed(self.seed)
-        check_int(self.num_workers, "--num-workers", 0)
+        if self.num_workers is not None:
+            check_int(self.num_workers, "--num-workers", 0)
         check_text(self.data_dir, "--data-dir", optional=True)
         check_text(self.workdir, "--workdir", optional=True)
 

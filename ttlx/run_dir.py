@@ -46,8 +46,9 @@ NAME_PARTS = {
     "class_weighted": lambda v: "unweighted",
     "seed": lambda v: f"seed{v}",
 }
-# Options that do not change what is computed, so a resumed run may differ in them.
-RESUME_FREE = ("data_dir", "workdir", "max_epoch")
+# Options that do not change what is computed, so a resumed run may differ in them (batches do not depend
+# on the loader's worker count).
+RESUME_FREE = ("data_dir", "workdir", "max_epoch", "num_workers")
 
 
 def run_name(cfg: TrainConfig, model_cfg: ModelConfig) -> str:

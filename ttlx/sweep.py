@@ -175,6 +175,12 @@ def _check_slim(arch, stage: int) -> int:
     return stage
 
 
+def _results_part(grid: dict) -> dict:
+    """A saved grid without ``base.num_workers``: batches do not depend on the loader's worker count, so a
+    sweep may go on with another one (as a resumed run may)."""
+    return {**grid, "base": {k: v for k, v in grid.get("base", {}).items() if k != "num_workers"}}
+
+
 def open_sweep_dir(path: Path, grid: Grid) -> None:
     """Create the sweep dir with its grid, or check that an existing one holds the same grid."""
     if path.exists() and not path.is_dir():
@@ -183,8 +189,9 @@ def open_sweep_dir(path: Path, grid: Grid) -> None:
     wanted = json.loads(json.dumps(grid.to_dict()))  # tuples become lists, as in the saved file
     if record.is_file():
         saved = json.loads(record.read_text())
-        if saved != wanted:
-            changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        saved, compared = _results_part(saved), _results_part(wanted)
+        if saved != compared:
+            changed = sorted(k for k in set(saved) | set(compared) if saved.get(k) != compared.get(k))
             raise ConfigError(f"{path} holds a sweep of another grid (differs in {', '.join(changed)}); "
                               "results of two grids would mix, so choose another --out.")
         return

@@ -213,9 +213,10 @@ def note_input_bound(session: Session, epoch: int, input_wait: float, display: T
 
     if not waited({"epoch": epoch, "input_wait": input_wait}) or any(map(waited, session.history)):
         return
+    workers = session.train_loader.num_workers
     display.note(f"Note: the training loop waited for images during {input_wait:.0%} of epoch {epoch}, so the "
-                 "input pipeline sets the pace; more loader threads (TTLX_LOADER_THREADS=N) or worker "
-                 "processes (--num-workers N) may speed it up.")
+                 f"input pipeline sets the pace; more worker processes (--num-workers N, this run has {workers}) "
+                 "or loader threads (TTLX_LOADER_THREADS=N) may speed it up.")
 
 
 def train_epoch(session: Session, iterator, epoch: int, display: TrainProgress,

@@ -36,7 +36,9 @@ def sweep(
     max_epoch: Annotated[int, typer.Option("--max-epoch", "--max_epoch", help="Most epochs per run.")] = 200,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed of every run.")] = 0,
-    num_workers: Annotated[int, typer.Option("--num-workers", "--num_workers", help="Loader workers.")] = 0,
+    num_workers: Annotated[
+        int | None, typer.Option("--num-workers", "--num_workers", help="Loader workers (default: as ttlx train).")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data dir ($TTLX_DATA_DIR, ./data).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples of each evaluation.")] = 1000,
     probe: Annotated[bool, typer.Option(help="First rank the points with linear probes on frozen features.")] = False,

@@ -52,8 +52,9 @@ def train(
         "float32"),
     seed: Annotated[int, typer.Option(help="Seed of the initialisation and the data order.")] = 0,
     num_workers: Annotated[
-        int, typer.Option("--num-workers", "--num_workers", help="Data loading worker processes.")
-    ] = 0,
+        int | None, typer.Option("--num-workers", "--num_workers", help="Data loading worker processes "
+                                 "(default: 0 on CPU; half the cores, up to 8 per GPU, on accelerators).")
+    ] = None,
     data_parallel: Annotated[
         bool, typer.Option("--data_parallel", "--data-parallel", help="Accepted; all devices are used.")
     ] = False,
