@@ -51,10 +51,8 @@ def train(
     dtype: Annotated[str, typer.Option(help="Compute dtype: float32 or bfloat16 (weights stay float32).")] = (
         "float32"),
     seed: Annotated[int, typer.Option(help="Seed of the initialisation and the data order.")] = 0,
-    num_workers: Annotated[
-        int | None, typer.Option("--num-workers", "--num_workers", help="Data loading worker processes "
-                                 "(default: 0 on CPU; half the cores, up to 8 per GPU, on accelerators).")
-    ] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers", "--num_workers", help="Loader worker "
+                                                    "processes (default: 0 on CPU, up to 8 per GPU).")] = None,
     data_parallel: Annotated[
         bool, typer.Option("--data_parallel", "--data-parallel", help="Accepted; all devices are used.")
     ] = False,

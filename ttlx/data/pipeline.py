@@ -213,11 +213,10 @@ def loader_workers(num_workers: int | None = None) -> int:
 class Loader:
     """An iterable of batches; ``iter(loader)`` gives an iterator with get_state()/set_state()."""
 
-    def __init__(self, dataset, order, *, num_examples: int, steps_per_epoch: int, num_workers: int | None,
+    def __init__(self, dataset, order, *, num_examples: int, steps_per_epoch: int, num_workers: int,
                  num_threads: int | None = None):
         self._dataset, self._order = dataset, order
-        self.num_examples, self.steps_per_epoch = num_examples, steps_per_epoch
-        self.num_workers = loader_workers(num_workers)
+        self.num_examples, self.steps_per_epoch, self.num_workers = num_examples, steps_per_epoch, num_workers
         self.num_threads = loader_threads(num_threads)
 
     def _iter_dataset(self, start_batch: int):
