@@ -165,6 +165,13 @@ def test_loader_workers_are_none_on_cpu_and_half_the_cores_per_accelerator(data_
         monkeypatch.setattr(jax, "local_device_count", lambda devices=devices: devices)
         assert pipeline.loader_workers() == expected, (cpus, devices)
     assert pipeline.loader_workers(0) == 0  # an explicit count is kept on accelerators too
+    # a one-pass loader restarts its workers every pass: one per 4 batches at most, none under 4 batches
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(jax, "local_device_count", lambda: 1)
+    assert [pipeline.loader_workers(one_pass_batches=n) for n in (3, 4, 13, 100)] == [0, 1, 3, 8]
+    assert pipeline.loader_workers(2, one_pass_batches=3) == 2  # an explicit count is kept
+    evaluation = dict(split="test", train=False, num_workers=None)  # 359 images
+    assert [_loader(data_dir, batch_size=b, **evaluation).num_workers for b in (128, 64, 16)] == [0, 1, 5]
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ConfigError, match=r"worker count must be a whole number, 0 or more, got"):
             pipeline.loader_workers(bad)

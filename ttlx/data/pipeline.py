@@ -186,9 +186,12 @@ def loader_threads(num_threads: int | None = None) -> int:
 
 # Worker processes per accelerator when --num-workers is left to ttlx; 8 fed one H100 (RESULTS section 7).
 WORKERS_PER_ACCELERATOR = 8
+# A one-pass (evaluation) loader starts its worker processes for every pass, about half a second each
+# (RESULTS section 7.5), so left to ttlx it gets at most one worker per this many batches.
+ONE_PASS_BATCHES_PER_WORKER = 4
 
 
-def loader_workers(num_workers: int | None = None) -> int:
+def loader_workers(num_workers: int | None = None, one_pass_batches: int | None = None) -> int:
     """grain worker processes: ``num_workers`` if given, else chosen for where the steps run.
 
     On CPU, 0: the cores run the train step, and the loader's threads cost a whole run 5-9% on two cores.
@@ -197,7 +200,9 @@ def loader_workers(num_workers: int | None = None) -> int:
     they share one GIL with the loop that launches the steps. Measured on one H100 with 16 cores: the
     default 4 threads waited for images half of every epoch (1,220-1,530 img/s), 8 threads starved the loop
     itself (1,300-1,350 img/s, no waiting), 8 processes 3,810-3,990 img/s with 0.5% waiting (RESULTS
-    section 7). Batches do not depend on the count, so it is free to change, also on resume."""
+    section 7). Batches do not depend on the count, so it is free to change, also on resume.
+    ``one_pass_batches``: the batches of a loader read once (an evaluation pass, whose workers start anew each
+    time), which caps the chosen count at one worker per :data:`ONE_PASS_BATCHES_PER_WORKER` batches."""
     if num_workers is not None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ConfigError(f"The loader's worker count must be a whole number, 0 or more, got {num_workers!r} "
@@ -207,7 +212,10 @@ def loader_workers(num_workers: int | None = None) -> int:
 
     if jax.default_backend() == "cpu":
         return 0
-    return max(1, min((os.cpu_count() or 2) // 2, WORKERS_PER_ACCELERATOR * jax.local_device_count()))
+    workers = max(1, min((os.cpu_count() or 2) // 2, WORKERS_PER_ACCELERATOR * jax.local_device_count()))
+    if one_pass_batches is not None:
+        workers = min(workers, one_pass_batches // ONE_PASS_BATCHES_PER_WORKER)
+    return workers
 
 
 class Loader:
@@ -282,7 +290,7 @@ def make_loader(
     else:
         steps = math.ceil(len(records) / global_batch)
         order = _EvalOrder(records, batch_size, shard_index, shard_count, steps)
-    num_workers = loader_workers(num_workers)
+    num_workers = loader_workers(num_workers, one_pass_batches=None if train else steps)
     if num_workers > 0:
         _allow_grain_workers()
     load = _LoadExample(RecordReader(prepared.records_dir), image_size, train, seed, LabelPolicy.of(prepared))
