@@ -47,11 +47,15 @@ def pin_threads(threads: int | None) -> int:
     return len(keep)
 
 
-def time_steps(step: Callable[[], None], *, warmup: int, steps: int) -> dict:
-    """Run ``step`` (which must wait for its result) ``warmup`` times, then time ``steps`` calls."""
+def time_steps(step: Callable[[], None], *, warmup: int, steps: int,
+               after_first: Callable[[], None] | None = None) -> dict:
+    """Run ``step`` (which must wait for its result) ``warmup`` times, then time ``steps`` calls;
+    ``after_first`` runs after the first (compiling) call, untimed."""
     start = time.perf_counter()
     step()
     first = time.perf_counter() - start
+    if after_first is not None:
+        after_first()
     for _ in range(max(0, warmup - 1)):
         step()
     times = []

@@ -299,3 +299,31 @@ def test_accelerator_formulations_compute_what_the_cpu_ones_do(monkeypatch):
     mean, var = layers.batch_moments(constant)
     np.testing.assert_allclose(mean, 3.1, rtol=1e-6)
     assert bool(jnp.all(var >= 0)) and float(jnp.max(var)) < 1e-5
+
+
+class Cycle:
+    """An object that refers to itself: only the cyclic garbage collector frees it."""
+
+    def __init__(self):
+        self.me = self
+
+
+def test_heap_frozen_spares_what_lived_on_entry_and_frees_it_after():
+    import gc
+    import weakref
+
+    old, new = Cycle(), None
+    old_ref = weakref.ref(old)
+    with performance.heap_frozen():
+        assert gc.get_freeze_count() > 0
+        del old
+        gc.collect()
+        assert old_ref() is not None  # frozen on entry: collections leave it alone
+        new = Cycle()
+        new_ref = weakref.ref(new)
+        del new
+        gc.collect()
+        assert new_ref() is None  # made inside: collected as usual
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert old_ref() is None  # collectable again after the block

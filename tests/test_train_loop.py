@@ -3,6 +3,7 @@ devices, LWFT, NaN losses, finished runs and multi-label training."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from fake_data import FakeData
 from flax import nnx
 from tiny_model import tiny_train_config
 
+from ttlx import performance
 from ttlx.checkpoint import flatten, load_model_state, load_run_weights
 from ttlx.config import ModelConfig
 from ttlx.errors import ConfigError, UserError, WeightsError
@@ -128,6 +130,22 @@ def test_force_starts_over(tmp_path, tinynet):
     assert second == first and not (tmp_path / "again" / "marker").exists()
 
 
+def test_epochs_run_with_the_heap_out_of_the_garbage_collectors_reach_and_leave_it_collectable(
+        tmp_path, tinynet, monkeypatch):
+    frozen_at_epoch_start = []
+    freeze = performance.freeze_heap
+
+    def spy():
+        freeze()
+        frozen_at_epoch_start.append(gc.get_freeze_count())
+
+    monkeypatch.setattr(performance, "freeze_heap", spy)
+    train(tiny_train_config(tmp_path / "run", max_epoch=2), progress=False, data=FakeData())
+    # on entering the loop and at each epoch's start, with the compiled steps' objects frozen from epoch 2
+    assert len(frozen_at_epoch_start) == 3 and frozen_at_epoch_start[-1] >= frozen_at_epoch_start[0] > 0
+    assert gc.get_freeze_count() == 0
+
+
 def test_resuming_with_other_options_is_refused(tmp_path, tinynet):
     cfg = tiny_train_config(tmp_path / "run")
     _, model_cfg = resolve_model(cfg, 3)
@@ -168,6 +186,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     workdir = tmp_path / "nan"
     with pytest.raises(TrainingDiverged) as err:
         train(tiny_train_config(workdir), progress=False, data=NaNData())
+    assert gc.get_freeze_count() == 0  # the run's objects are collectable again (performance.heap_frozen)
     assert str(err.value) == (
         f"The loss became nan at epoch 2, step 3; training stopped and the last good checkpoint (epoch 1) is kept "
         f"in {workdir / 'checkpoints'}. Lower --lr or check the data, then start again with --force."

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from ttlx import checkpoint as ckpt
-from ttlx import compile_helper
+from ttlx import compile_helper, performance
 from ttlx.config import ModelConfig, TrainConfig
 from ttlx.errors import ConfigError, DataError, UserError
 from ttlx.freeze import frozen_paths, param_labels, units_to_freeze
@@ -139,7 +139,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
         iterator = iter(session.train_loader)
         if resuming:
             resume(session, checkpoints, run, iterator, display)
-        with display.running():
+        with display.running(), performance.heap_frozen():
             summary = fit(session, checkpoints, run, iterator, display)
     finally:
         checkpoints.close()
@@ -169,6 +169,7 @@ def fit(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterato
     while session.epoch < cfg.max_epoch and session.plateau.lr >= cfg.min_lr:
         epoch = session.epoch + 1
         lr = session.plateau.lr
+        performance.freeze_heap()  # what the last epoch added for good: the compiled steps' caches
         train_loss, images_per_s, input_wait = train_epoch(session, iterator, epoch, display, checkpoints)
         val = predict(session.steps.evaluate, model_part(session.state), session.val_loader, session.mesh)
         check_finite(val.loss, epoch, "validation", checkpoints)
