@@ -13,7 +13,9 @@
 # 4, 8 and 12 worker processes; uint8 batches as `ttlx train` loads them; OUT_DIR/pipeline_host.json), and
 # `train_e2e`, whole `ttlx train` runs of ResNet50 FTL and TTL-2 with ttlx's default worker processes
 # (half the cores, up to 8 per GPU) at its default 4, and at 1 and 2, threads per worker (images/s of
-# the epochs after the first, 40 steps each; OUT_DIR/train_e2e.json).
+# the epochs after the first, 40 steps each; OUT_DIR/train_e2e.json), and
+# `dispatch`, `benchmarks/dispatch_probe.py`: the host's time in each train step's call against the step
+# times, with the heap as is and frozen (OUT_DIR/dispatch.jsonl).
 set -u
 out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]}
 py=${2:-python3}
@@ -29,13 +31,14 @@ declare -A args=(
     [variants]=""
     [pipeline_host]=""
     [train_e2e]=""
+    [dispatch]=""
 )
 order=(resnet50_targets resnet50_ttl1 memory_startup densenet201_train latency compile)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${order[@]}")
 for name in "${stages[@]}"; do
     if [ -z "${args[$name]+set}" ]; then
-        echo "unknown stage '$name'; choose from: ${order[*]} profile variants pipeline_host train_e2e" >&2
+        echo "unknown stage '$name'; choose from: ${order[*]} profile variants pipeline_host train_e2e dispatch" >&2
         exit 2
     fi
 done
@@ -58,6 +61,10 @@ for name in "${stages[@]}"; do
     if [ "$name" = train_e2e ]; then
         "$py" benchmarks/train_e2e.py --json "$out/train_e2e.json" --models resnet50-ftl resnet50-ttl2 \
             --images 8192 --workers auto --worker-threads 1 2 2>&1 | tee -a "$out/log.txt"
+        continue
+    fi
+    if [ "$name" = dispatch ]; then
+        "$py" benchmarks/dispatch_probe.py --out "$out/dispatch.jsonl" 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = variants ]; then

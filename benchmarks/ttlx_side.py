@@ -37,15 +37,14 @@ def build_model(name: str, image_size: int, dtype: str, plain: bool = False):
 def make_train_step(args):
     """What ``ttlx train`` compiles (Adam, class-weighted loss, whole-mesh jit), on one fixed batch."""
     import numpy as np
-    from flax import nnx
 
     from ttlx.freeze import param_labels
     from ttlx.optim import make_optimizer
     from ttlx.sharding import data_mesh, shard_batch
-    from ttlx.train_step import init_state, make_steps
+    from ttlx.train_step import init_state, make_steps, model_arrays
 
     model, arch = build_model(args.model, args.image_size, args.dtype, args.plain)
-    params = nnx.split(model, nnx.Param, ...)[1]
+    params = model_arrays(model)[0]
     tx = make_optimizer(param_labels(params, set(), arch.classifier_key), lr=protocol.LEARNING_RATE)
     mesh = data_mesh()
     steps = make_steps(model, set(), tx, np.ones(protocol.NUM_CLASSES, np.float32), False, mesh)

@@ -347,6 +347,28 @@ def test_variant_probe_rounds_keep_each_variants_program_and_pair_ratios_within_
     assert variant_probe.rotated([1, 2, 3], 4) == [2, 3, 1]
 
 
+def test_dispatch_probe_runs_each_step_once_per_loop_and_times_the_state_in_both_forms():
+    import gc
+    import types
+
+    import dispatch_probe
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    state = {"w": jnp.ones(3), "b": {"c": jnp.zeros(2, jnp.int32)}}
+    calls = dispatch_probe.state_calls(state)
+    assert calls["arrays"] == 2
+    assert all(calls[f"{form}_{heap}_ms"] > 0 for form in ("arrays", "variables") for heap in ("as_is", "frozen"))
+    np.testing.assert_array_equal(state["w"], 1.0)  # the identity is timed on copies: the state is not donated
+    assert gc.get_freeze_count() == 0
+    train = jax.jit(lambda s, batch: ({"w": s["w"] + batch}, jnp.sum(s["w"])), donate_argnums=0)
+    built = {"steps": types.SimpleNamespace(train=train), "state": {"train": {"w": jnp.zeros(3)}}, "batch": jnp.ones(3)}
+    timing = dispatch_probe.time_loops(built, 4)
+    np.testing.assert_array_equal(built["state"]["train"]["w"], 8.0)  # 4 steps in flight, then 4 queued
+    assert timing["dispatch_max_ms"] >= timing["dispatch_ms"] > 0 and timing["queued_ms"] > 0
+
+
 def test_hlo_bytes_counts_each_ops_operands_and_outputs_once(tmp_path):
     """The byte counts behind RESULTS section 6.1, on a program XLA:CPU compiles here: one fused op reads an
     f32 and a bfloat16 [4, 8, 8, 3] array and writes an f32 one."""

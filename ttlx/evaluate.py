@@ -21,7 +21,7 @@ from ttlx.errors import ConfigError
 from ttlx.metrics import bootstrap_intervals, classification_metrics, confusion_matrix, probabilities
 from ttlx.run_dir import RunDir, write_json_atomic
 from ttlx.sharding import data_mesh, local_batch_size
-from ttlx.train_step import graph_defs, make_eval_step, model_part, predict
+from ttlx.train_step import graph_defs, make_eval_step, model_arrays, model_part, predict
 
 SPLITS = ("train", "val", "test")
 
@@ -82,7 +82,6 @@ def load_run_model(run_dir: Path, model_cfg: ModelConfig, which: str):
 def predict_split(model, model_cfg: ModelConfig, train_cfg: TrainConfig, info, cfg: EvalConfig, data,
                   data_dir):
     """Predictions of the model on one split, over all devices."""
-    from flax import nnx
 
     mesh = data_mesh()
     devices = mesh.devices.size
@@ -97,7 +96,7 @@ def predict_split(model, model_cfg: ModelConfig, train_cfg: TrainConfig, info, c
                               image_size=model_cfg.image_size, train=False, seed=train_cfg.seed,
                               num_workers=train_cfg.num_workers, shard_index=jax.process_index(),
                               shard_count=jax.process_count(), normalize=False)  # as ttlx train's loaders
-    _, params, rest = nnx.split(model, nnx.Param, ...)
+    params, rest = model_arrays(model)
     state = jax.device_put(model_part({"params": params, "rest": rest}), jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec()))
     return predict(step, state, loader, mesh)

@@ -16,7 +16,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
 
 from ttlx import checkpoint as ckpt
 from ttlx import compile_helper, performance
@@ -29,7 +28,7 @@ from ttlx.progress import TrainProgress
 from ttlx.run_dir import CURVES, RunDir, default_workdir, open_run_on_all_hosts, refuse_finished
 from ttlx.schedule import PlateauTracker
 from ttlx.sharding import check_batch_size, data_mesh, local_batch_size, shard_batch
-from ttlx.train_step import Steps, init_state, make_steps, model_part, predict
+from ttlx.train_step import Steps, init_state, make_steps, model_arrays, model_part, predict
 
 
 class TrainingDiverged(UserError):
@@ -101,7 +100,7 @@ def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, da
                          pretrained=cfg.pretrained, layerwise=cfg.layerwise, image_size=cfg.image_size,
                          slim_from=cfg.slim_from, slim_factor=cfg.slim_factor, dtype=cfg.dtype, seed=cfg.seed)
     frozen = frozen_paths(model, arch, model_cfg, cfg.freeze_until)
-    labels = param_labels(nnx.split(model, nnx.Param, ...)[1], frozen, arch.classifier_key)
+    labels = param_labels(model_arrays(model)[0], frozen, arch.classifier_key)
     tx = make_optimizer(labels, lr=cfg.lr, ptl_decay=cfg.ptl_decay, weight_decay=cfg.weight_decay)
     weights = (np.asarray(data.class_weights(cfg.dataset, cfg.data_dir, exp=cfg.exp, sub=cfg.sub), np.float32)
                if cfg.class_weighted else np.ones(len(info.classes), np.float32))
