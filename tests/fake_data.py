@@ -48,6 +48,9 @@ class FakeLoader:
         n = len(images)
         self.steps_per_epoch = n // batch_size if train else -(-n // batch_size)
 
+    def close(self) -> None:  # as ttlx's Loader, which stops its persistent worker processes here
+        self.closed = True
+
     def __iter__(self) -> FakeIterator:
         return FakeIterator(self)
 
@@ -107,7 +110,8 @@ class FakeData:
         return (counts.sum() / counts / len(counts)).astype(np.float32)
 
     def make_loader(self, dataset, data_dir=None, *, exp, split, sub=100, batch_size, image_size=224, train,
-                    seed=0, num_workers=0, shard_index=0, shard_count=1, normalize=True) -> FakeLoader:
+                    seed=0, num_workers=0, shard_index=0, shard_count=1, normalize=True,
+                    persistent_workers=False) -> FakeLoader:
         # float images either way: the steps take float images as normalised (ttlx.train_step.model_input)
         images, labels = self.split(split, image_size)
         loader = FakeLoader(images, labels, batch_size=batch_size, train=train, seed=seed,

@@ -459,3 +459,16 @@ def test_install_missing_picks_only_wheels_whose_distribution_is_not_installed(t
     assert install_missing.distribution_name(tmp_path / "ttlx_no_such.dist-1.0-py3-none-any.whl") == \
         "ttlx-no-such-dist"
     assert [w.name for w in install_missing.missing_wheels(tmp_path)] == ["ttlx_no_such.dist-1.0-py3-none-any.whl"]
+
+
+def test_eval_passes_times_each_full_pass():
+    import eval_passes
+
+    read = []
+
+    class Loader:
+        def __iter__(self):
+            return iter(read.append(1) or [0, 1, 2])
+
+    seconds = eval_passes.pass_seconds(Loader(), 3)
+    assert len(seconds) == 3 and all(s >= 0 for s in seconds) and len(read) == 3

@@ -192,6 +192,28 @@ def test_eval_is_one_ordered_pass_padded_with_masked_examples(data_dir):
     np.testing.assert_array_equal(again[-1]["id"], batches[-1]["id"])
 
 
+def test_persistent_workers_start_once_and_serve_every_pass_the_same_batches(data_dir, monkeypatch):
+    evaluation = dict(split="val", train=False, normalize=False)
+    expected = list(_loader(data_dir, **evaluation))  # one pass with grain threads
+    loader = _loader(data_dir, num_workers=2, persistent_workers=True, **evaluation)
+    started = []
+    iter_dataset = pipeline.Loader._iter_dataset
+    monkeypatch.setattr(pipeline.Loader, "_iter_dataset",
+                        lambda self, start: started.append(start) or iter_dataset(self, start))
+    first = list(loader)
+    abandoned = next(iter(loader))  # a pass left after one batch: the next pass still starts at the start
+    passes = [first, [abandoned], list(loader), list(loader)]
+    assert started == [0]  # one iterator, so the worker processes started once (RESULTS section 7.5)
+    for got in passes:
+        for ours, theirs in zip(got, expected, strict=False):
+            np.testing.assert_array_equal(ours["image"], theirs["image"])
+            np.testing.assert_array_equal(ours["id"], theirs["id"])
+    assert [len(p) for p in passes] == [len(expected), 1, len(expected), len(expected)]
+    loader.close()
+    assert not _loader(data_dir, num_workers=0, persistent_workers=True, **evaluation).persistent_workers
+    assert not _loader(data_dir, num_workers=2, persistent_workers=True).persistent_workers  # train repeats anyway
+
+
 def test_eval_image_is_the_resized_centre_crop_of_the_source_digit(data_dir):
     from sklearn.datasets import load_digits
 

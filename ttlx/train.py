@@ -109,7 +109,8 @@ def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, da
                                 batch_size=local_batch_size(cfg.batch_size), image_size=cfg.image_size,
                                 train=split == "train", seed=cfg.seed, num_workers=cfg.num_workers,
                                 shard_index=jax.process_index(), shard_count=jax.process_count(),
-                                normalize=False)  # uint8: the steps normalise on the device
+                                normalize=False,  # uint8: the steps normalise on the device
+                                persistent_workers=True)  # validation: the same workers every epoch
                for split in ("train", "val")]
     if loaders[0].steps_per_epoch < 1:
         raise DataError(f"The training split of {cfg.dataset} has {loaders[0].num_examples} images, fewer "
@@ -142,6 +143,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
             summary = fit(session, checkpoints, run, iterator, display)
     finally:
         checkpoints.close()
+        session.val_loader.close()
     run.mark_finished(summary)
     display.note(f"Finished after epoch {summary['epochs']} ({summary['stop_reason']}); best validation loss "
                  f"{summary['best_val_loss']:.4f} at epoch {summary['best_epoch']}. Run dir: {run.path}")
@@ -158,6 +160,7 @@ def compile_programs(cfg: TrainConfig, data=None) -> None:
     session = build_session(cfg, arch, model_cfg, info, mesh, data)
     session.steps.train.lower(session.state, shard_batch(next(iter(session.train_loader)), mesh)).compile()
     val_batch = shard_batch(next(iter(session.val_loader)), mesh)
+    session.val_loader.close()
     session.steps.evaluate.lower(model_part(session.state), val_batch).compile()
 
 

@@ -219,13 +219,17 @@ def loader_workers(num_workers: int | None = None, one_pass_batches: int | None 
 
 
 class Loader:
-    """An iterable of batches; ``iter(loader)`` gives an iterator with get_state()/set_state()."""
+    """An iterable of batches; ``iter(loader)`` gives an iterator with get_state()/set_state(), or, for a
+    one-pass loader with ``persistent_workers``, one pass of ``steps_per_epoch`` batches."""
 
     def __init__(self, dataset, order, *, num_examples: int, steps_per_epoch: int, num_workers: int,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, persistent_workers: bool = False):
         self._dataset, self._order = dataset, order
         self.num_examples, self.steps_per_epoch, self.num_workers = num_examples, steps_per_epoch, num_workers
         self.num_threads = loader_threads(num_threads)
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self._passes: LoaderIterator | None = None  # the persistent workers' endless stream of passes
+        self._left = 0  # batches of the current pass not yet taken from it
 
     def _iter_dataset(self, start_batch: int):
         import grain
@@ -237,8 +241,35 @@ class Loader:
             iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
         return iter_dataset
 
-    def __iter__(self) -> LoaderIterator:
+    def __iter__(self):
+        if self.persistent_workers:
+            return self._one_pass()
         return LoaderIterator(self)
+
+    def _one_pass(self):
+        """The next pass, from worker processes that started with the first one. grain starts worker
+        processes anew for every iterator, about half a second each (RESULTS section 7.5), so the passes
+        share one iterator over the batches repeated; the rest of an unfinished pass is skipped."""
+        if self._passes is None:
+            self._passes = LoaderIterator(Loader(self._dataset.repeat(), self._order, num_examples=self.num_examples,
+                                                 steps_per_epoch=self.steps_per_epoch,
+                                                 num_workers=self.num_workers, num_threads=self.num_threads))
+        for _ in range(self._left):
+            next(self._passes)
+        self._left = self.steps_per_epoch
+        return self._pass()
+
+    def _pass(self):
+        while self._left > 0:
+            batch = next(self._passes)
+            self._left -= 1
+            yield batch
+
+    def close(self) -> None:
+        """Stop the persistent worker processes, if any (they also stop when the loader is freed)."""
+        if self._passes is not None:
+            self._passes.close()
+            self._passes, self._left = None, 0
 
     def __len__(self) -> int:
         return self.steps_per_epoch
@@ -260,6 +291,7 @@ def make_loader(
     shard_count: int = 1,
     normalize: bool = True,
     num_threads: int | None = None,
+    persistent_workers: bool = False,
 ) -> Loader:
     """Batches of {'image','label','id','mask'[, 'label_mask']} for one split of one repeat.
 
@@ -271,6 +303,9 @@ def make_loader(
     bit): a quarter of the bytes between worker processes and to a device that normalises them itself.
     ``num_workers``: grain worker processes, ``None`` to let :func:`loader_workers` choose for the backend.
     ``num_threads``: grain read threads per loading process (default: :func:`loader_threads`).
+    ``persistent_workers`` (evaluation loaders read every epoch, e.g. ``ttlx train``'s validation split):
+    the worker processes start with the first pass and serve every later one, instead of starting anew for
+    each; call ``close()`` when done with the loader.
     """
     import grain
 
@@ -298,7 +333,7 @@ def make_loader(
     if normalize:
         pipeline = pipeline.map(_normalize_batch)
     return Loader(pipeline, order, num_examples=len(records), steps_per_epoch=steps, num_workers=num_workers,
-                  num_threads=num_threads)
+                  num_threads=num_threads, persistent_workers=persistent_workers and not train)
 
 
 def _allow_grain_workers() -> None:
