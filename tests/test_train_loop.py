@@ -130,20 +130,26 @@ def test_force_starts_over(tmp_path, tinynet):
     assert second == first and not (tmp_path / "again" / "marker").exists()
 
 
-def test_epochs_run_with_the_heap_out_of_the_garbage_collectors_reach_and_leave_it_collectable(
+def test_epochs_run_with_the_heap_out_of_the_garbage_collectors_reach_and_curves_drawn_at_most_every_30_s(
         tmp_path, tinynet, monkeypatch):
-    frozen_at_epoch_start = []
-    freeze = performance.freeze_heap
+    from ttlx import figures
+    from ttlx import train as training
+
+    frozen_at_epoch_start, curves = [], []
+    freeze, draw = performance.freeze_heap, figures.train_curves
 
     def spy():
         freeze()
         frozen_at_epoch_start.append(gc.get_freeze_count())
 
     monkeypatch.setattr(performance, "freeze_heap", spy)
-    train(tiny_train_config(tmp_path / "run", max_epoch=2), progress=False, data=FakeData())
+    monkeypatch.setattr(figures, "train_curves", lambda rows, path: curves.append(len(rows)) or draw(rows, path))
+    monkeypatch.setattr(training, "CURVES_EVERY_S", 3600.0)
+    run_dir = train(tiny_train_config(tmp_path / "run", max_epoch=3), progress=False, data=FakeData())
     # on entering the loop and at each epoch's start, with the compiled steps' objects frozen from epoch 2
-    assert len(frozen_at_epoch_start) == 3 and frozen_at_epoch_start[-1] >= frozen_at_epoch_start[0] > 0
-    assert gc.get_freeze_count() == 0
+    assert len(frozen_at_epoch_start) == 4 and frozen_at_epoch_start[-1] >= frozen_at_epoch_start[0] > 0
+    assert gc.get_freeze_count() == 0  # collectable again after the run
+    assert curves == [1, 3] and (run_dir / "train_curves.png").exists()  # after epoch 1, then after the last
 
 
 def test_resuming_with_other_options_is_refused(tmp_path, tinynet):

@@ -168,6 +168,7 @@ def fit(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterato
         display: TrainProgress) -> dict:
     """Run epochs until the learning rate falls below ``min_lr`` or ``max_epoch`` is reached."""
     cfg = session.cfg
+    curves_drawn = (-math.inf, None)  # (time.monotonic(), epoch) of the last drawing of curves.png
     while session.epoch < cfg.max_epoch and session.plateau.lr >= cfg.min_lr:
         epoch = session.epoch + 1
         lr = session.plateau.lr
@@ -191,10 +192,11 @@ def fit(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterato
                              {"epoch": epoch, "val_loss": val.loss})
         save_latest(session, checkpoints, iterator)
         run.append_metrics(row)
-        if run.writer:
-            with run.writing(CURVES, epoch):
-                draw_curves(session.history, run.path / CURVES)
+        if curves_due(curves_drawn):
+            curves_drawn = draw_curves(session.history, run, epoch)
         display.epoch_done(row, improved)
+    if session.history and curves_drawn[1] != session.epoch:
+        draw_curves(session.history, run, session.epoch)
     reason = ("max_epoch reached" if session.plateau.lr >= cfg.min_lr
               else f"learning rate below {cfg.min_lr:g}")
     return {"epochs": session.epoch, "best_epoch": session.best_epoch, "best_val_loss": session.best_val_loss,
@@ -324,7 +326,20 @@ def resume(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iter
     display.note(f"Resuming {run.path} after epoch {meta['epoch']}.")
 
 
-def draw_curves(history: list[dict], path: Path) -> None:
-    from ttlx.figures import train_curves
+# curves.png is drawn after an epoch at most this often, and after the last one: a drawing takes matplotlib
+# 0.3 s, while the device waits, and a GPU epoch can take a few seconds
+CURVES_EVERY_S = 30.0
 
-    train_curves(history, path)
+
+def curves_due(drawn: tuple[float, int | None]) -> bool:
+    return time.monotonic() - drawn[0] >= CURVES_EVERY_S
+
+
+def draw_curves(history: list[dict], run: RunDir, epoch: int) -> tuple[float, int]:
+    """Draw ``curves.png`` (by the writing process only); returns when and up to which epoch."""
+    if run.writer:
+        from ttlx.figures import train_curves
+
+        with run.writing(CURVES, epoch):
+            train_curves(history, run.path / CURVES)
+    return time.monotonic(), epoch
