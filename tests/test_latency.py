@@ -53,3 +53,22 @@ def test_other_networks_are_timed_in_this_process(monkeypatch):
     assert latency.times_in_fresh_process(densenet)  # on CPU with a persistent cache (the tests share one)
     monkeypatch.setenv(compile_helper.ENV, "0")
     assert not latency.times_in_fresh_process(densenet)
+
+
+def test_the_timed_forward_takes_plain_arrays_and_gives_the_models_output(tinynet):
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from ttlx.models import create_model
+
+    model = create_model("tinynet", -1, num_classes=3, head="pool", image_size=32, seed=0)
+    forward, state, x = latency.forward_program(model, 32)
+
+    def is_variable(leaf):
+        return isinstance(leaf, nnx.Variable)
+
+    # no nnx Variables for Python to flatten on every timed call (RESULTS section 8)
+    assert not any(map(is_variable, jax.tree.leaves(state, is_leaf=is_variable)))
+    model.eval()
+    np.testing.assert_allclose(np.asarray(forward(state, x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)

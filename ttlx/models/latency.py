@@ -34,8 +34,10 @@ HELPER_KIND = "latency"  # the compile helper's entry for a forward pass (``ttlx
 
 def forward_program(model: nnx.Module, image_size: int):
     """(jitted eval-mode forward, the model's state, a batch-1 input) as timed; the caller's model keeps
-    its train/eval mode."""
+    its train/eval mode. The state is passed as plain arrays (``nnx.as_pure``), as the train and evaluation
+    steps take theirs: with nnx Variables, Python flattens each of them on every call (RESULTS section 8)."""
     graphdef, state = nnx.split(model)
+    state = nnx.as_pure(state)
 
     @jax.jit
     def forward(state, x):
