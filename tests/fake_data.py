@@ -39,6 +39,9 @@ class FakeIterator:
     def set_state(self, state: dict) -> None:
         self.position = int(state["position"])
 
+    def close(self) -> None:  # as ttlx's LoaderIterator, which stops its worker processes here
+        self.closed = True
+
 
 class FakeLoader:
     def __init__(self, images, labels, *, batch_size: int, train: bool, seed: int, multilabel: bool):

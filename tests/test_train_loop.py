@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import fake_data
 import numpy as np
 import pytest
 from fake_data import FakeData
@@ -145,7 +146,17 @@ def test_epochs_run_with_the_heap_out_of_the_garbage_collectors_reach_and_curves
     monkeypatch.setattr(performance, "freeze_heap", spy)
     monkeypatch.setattr(figures, "train_curves", lambda rows, path: curves.append(len(rows)) or draw(rows, path))
     monkeypatch.setattr(training, "CURVES_EVERY_S", 3600.0)
-    run_dir = train(tiny_train_config(tmp_path / "run", max_epoch=3), progress=False, data=FakeData())
+    loaders, closed_iterators = [], []
+
+    class Recorded(FakeData):
+        def make_loader(self, *args, **kwargs):
+            loaders.append(super().make_loader(*args, **kwargs))
+            return loaders[-1]
+
+    monkeypatch.setattr(fake_data.FakeIterator, "close", lambda it: closed_iterators.append(it.loader.train))
+    run_dir = train(tiny_train_config(tmp_path / "run", max_epoch=3), progress=False, data=Recorded())
+    # the loaders' worker processes end with the run: the training iterator and the validation loader close
+    assert closed_iterators == [True] and [getattr(x, "closed", False) for x in loaders] == [False, True]
     # on entering the loop and at each epoch's start, with the compiled steps' objects frozen from epoch 2
     assert len(frozen_at_epoch_start) == 4 and frozen_at_epoch_start[-1] >= frozen_at_epoch_start[0] > 0
     assert gc.get_freeze_count() == 0  # collectable again after the run

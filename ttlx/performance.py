@@ -159,13 +159,13 @@ def configure_process() -> dict:
 def freeze_heap() -> None:
     """Collect the garbage there is, then exempt every object alive now from later collections.
 
-    Each train step's call flattens the train state's ~600 nnx Variables and builds as many new ones from the
-    results, ~1,800 container objects, so Python's cyclic collector runs several times a step and, every
-    ~17 steps, a full collection walks the whole heap: the 200,000 objects JAX, Flax and the traced steps
-    leave there, ~100 ms each time. That was 6 of the 11 ms the host spent in each ResNet50 step's call
-    (RESULTS section 8). ``gc.freeze`` moves the live objects where collections no longer look; objects made
-    later are collected as before. Call it only inside :func:`heap_frozen`, which makes them collectable
-    again when the loop ends.
+    Every train step makes new container objects (the state's pytree, the batch, the loader's buffers), so
+    Python's cyclic collector runs now and then, and every so often a full collection walks the whole heap:
+    the 200,000 objects JAX, Flax and the traced steps leave there, ~100 ms each time, while the device runs
+    out of work. When the train state still held nnx Variables (~1,800 new objects per ResNet50 step) that was
+    a full collection every ~17 steps, 6 of the 11 ms the host spent per step (RESULTS section 8).
+    ``gc.freeze`` moves the live objects where collections no longer look; objects made later are collected
+    as before. Call it only inside :func:`heap_frozen`, which makes them collectable again when the loop ends.
     """
     gc.collect()
     gc.freeze()

@@ -135,14 +135,15 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     run, resuming = open_run_on_all_hosts(path, cfg, model_cfg, dataset, force=force)
     checkpoints = ckpt.RunCheckpoints(run.checkpoints)
     display = TrainProgress(cfg.max_epoch, bar=progress, quiet=jax.process_index() != 0)
+    iterator = iter(session.train_loader)
     try:
-        iterator = iter(session.train_loader)
         if resuming:
             resume(session, checkpoints, run, iterator, display)
         with display.running(), performance.heap_frozen():
             summary = fit(session, checkpoints, run, iterator, display)
     finally:
         checkpoints.close()
+        iterator.close()  # the loaders' worker processes end with the run (a sweep starts the next one)
         session.val_loader.close()
     run.mark_finished(summary)
     display.note(f"Finished after epoch {summary['epochs']} ({summary['stop_reason']}); best validation loss "
@@ -168,7 +169,7 @@ def fit(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterato
         display: TrainProgress) -> dict:
     """Run epochs until the learning rate falls below ``min_lr`` or ``max_epoch`` is reached."""
     cfg = session.cfg
-    curves_drawn = (-math.inf, None)  # (time.monotonic(), epoch) of the last drawing of curves.png
+    curves_drawn = (-math.inf, None)  # (time.monotonic(), epoch) of the last drawing of the curves
     while session.epoch < cfg.max_epoch and session.plateau.lr >= cfg.min_lr:
         epoch = session.epoch + 1
         lr = session.plateau.lr
@@ -326,8 +327,8 @@ def resume(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iter
     display.note(f"Resuming {run.path} after epoch {meta['epoch']}.")
 
 
-# curves.png is drawn after an epoch at most this often, and after the last one: a drawing takes matplotlib
-# 0.3 s, while the device waits, and a GPU epoch can take a few seconds
+# train_curves.png is drawn after an epoch at most this often, and after the last one: a drawing takes
+# matplotlib 0.3 s while the device waits, and a GPU epoch can take a few seconds (RESULTS section 8.5)
 CURVES_EVERY_S = 30.0
 
 
