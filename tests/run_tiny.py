@@ -3,12 +3,18 @@
 
 ``--kill-at`` SIGKILLs the process at one point of training: ``step:E:S`` (in train step S of epoch E),
 ``save:E`` (half-way through writing epoch E's latest checkpoint: arrays written, the step not yet
-committed) or ``eval:E`` (during epoch E's validation pass).
+committed), ``eval:E`` (during epoch E's validation pass) or ``writing:E:S`` (in train step S of epoch E
+while epoch E-1's latest checkpoint is still being written in the background).
+
+An epoch's checkpoints are written while the next one trains (``ttlx.epoch_writer``). For ``step`` and
+``eval`` the loop waits for them after the next epoch's first step, as it does in any epoch that lasts
+longer than a save, so where the kill lands does not depend on how fast this machine writes.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
@@ -47,6 +53,22 @@ def kill_at(where: str) -> None:
 
     kind, *numbers = where.split(":")
     epoch = int(numbers[0])
+    if kind in ("step", "eval"):
+        from ttlx.epoch_writer import EpochWriter
+
+        EpochWriter.poll = EpochWriter.settle
+    if kind == "writing":  # epoch E-1's latest step never finishes writing; the kill comes in epoch E
+        from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
+
+        save_fn = handler.JsonCheckpointHandler._save_fn
+
+        async def save_forever(self, x, directory):
+            if f"latest/{epoch - 1}." in str(directory):
+                await asyncio.sleep(3600)
+            return await save_fn(self, x, directory)
+
+        handler.JsonCheckpointHandler._save_fn = save_forever
+        kind = "step"
     if kind == "step":
         step, calls = int(numbers[1]), {"n": 0}
         make_steps = training.make_steps

@@ -472,3 +472,19 @@ def test_eval_passes_times_each_full_pass():
 
     seconds = eval_passes.pass_seconds(Loader(), 3)
     assert len(seconds) == 3 and all(s >= 0 for s in seconds) and len(read) == 3
+
+
+def test_between_epochs_splits_each_epoch_of_a_real_run_into_steps_validation_and_the_rest(digits_dir, tmp_path,
+                                                                                           tinynet):
+    import between_epochs
+
+    out = tmp_path / "between.json"
+    workdir = tmp_path / "run"
+    result = between_epochs.main(["--json", str(out), "--", "--dataset", "digits", "--data-dir", str(digits_dir),
+                                  "--model", "tinynet", "--pretrained", "random", "--image-size", "32", "--bs", "64",
+                                  "--max-epoch", "3", "--workdir", str(workdir)])
+    assert json.loads(out.read_text()) == result
+    assert len(result["epochs"]) == 3 == len((workdir / "metrics.jsonl").read_text().splitlines())
+    assert all(epoch[key] > 0 for epoch in result["epochs"] for key in ("train_s", "val_s", "after_s"))
+    later = result["epochs"][1:]  # epoch 1 holds the compile; the median of two epochs is their mean
+    assert result["median_after_first"]["after_s"] == pytest.approx((later[0]["after_s"] + later[1]["after_s"]) / 2)

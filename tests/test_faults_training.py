@@ -48,6 +48,7 @@ def run_tiny(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     ("step:2:3", [1], 1),   # in the middle of epoch 2
     ("save:2", [1], 1),     # while epoch 2's latest checkpoint is half written
     ("eval:3", [1, 2], 2),  # during epoch 3's validation pass
+    ("writing:3:2", [1], 1),  # in epoch 3 while epoch 2's checkpoints are written in the background
 ])
 def test_kill_9_anywhere_then_rerun_ends_as_an_uninterrupted_run(where, epochs_logged, latest, finished_run,
                                                                  tmp_path, tinynet):
@@ -57,6 +58,8 @@ def test_kill_9_anywhere_then_rerun_ends_as_an_uninterrupted_run(where, epochs_l
     run = RunDir(workdir)
     assert not run.finished()
     assert [r["epoch"] for r in run.read_metrics()] == epochs_logged
+    if where.startswith("writing"):  # the kill did land while the next step was being written
+        assert list((workdir / "checkpoints" / "latest").glob(f"{latest + 1}.orbax-checkpoint-tmp*"))
     assert load_model_state(workdir, "latest")[0] == latest  # the newest complete checkpoint, never a torn one
     train(tiny_train_config(workdir), progress=False, data=FakeData())
     assert_same_run(workdir, finished_run)

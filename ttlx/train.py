@@ -20,6 +20,7 @@ import numpy as np
 from ttlx import checkpoint as ckpt
 from ttlx import compile_helper, performance
 from ttlx.config import ModelConfig, TrainConfig
+from ttlx.epoch_writer import EpochWriter
 from ttlx.errors import ConfigError, DataError, UserError
 from ttlx.freeze import frozen_paths, param_labels, units_to_freeze
 from ttlx.metrics import epoch_metrics, probabilities
@@ -134,15 +135,16 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     dataset = {"name": info.name, "classes": list(info.classes), "multilabel": info.multilabel}
     run, resuming = open_run_on_all_hosts(path, cfg, model_cfg, dataset, force=force)
     checkpoints = ckpt.RunCheckpoints(run.checkpoints)
+    epochs = EpochWriter(checkpoints, run)
     display = TrainProgress(cfg.max_epoch, bar=progress, quiet=jax.process_index() != 0)
     iterator = iter(session.train_loader)
     try:
         if resuming:
             resume(session, checkpoints, run, iterator, display)
         with display.running(), performance.heap_frozen():
-            summary = fit(session, checkpoints, run, iterator, display)
+            summary = fit(session, epochs, iterator, display)
     finally:
-        checkpoints.close()
+        epochs.close()  # an epoch still being written when training stopped on an error is completed
         iterator.close()  # the loaders' worker processes end with the run (a sweep starts the next one)
         session.val_loader.close()
     run.mark_finished(summary)
@@ -165,18 +167,18 @@ def compile_programs(cfg: TrainConfig, data=None) -> None:
     session.steps.evaluate.lower(model_part(session.state), val_batch).compile()
 
 
-def fit(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterator,
-        display: TrainProgress) -> dict:
-    """Run epochs until the learning rate falls below ``min_lr`` or ``max_epoch`` is reached."""
-    cfg = session.cfg
+def fit(session: Session, epochs: EpochWriter, iterator, display: TrainProgress) -> dict:
+    """Run epochs until the learning rate falls below ``min_lr`` or ``max_epoch`` is reached; each epoch's
+    checkpoints are written while the next one trains (:mod:`ttlx.epoch_writer`)."""
+    cfg, run = session.cfg, epochs.run
     curves_drawn = (-math.inf, None)  # (time.monotonic(), epoch) of the last drawing of the curves
     while session.epoch < cfg.max_epoch and session.plateau.lr >= cfg.min_lr:
         epoch = session.epoch + 1
         lr = session.plateau.lr
         performance.freeze_heap()  # what the last epoch added for good: the compiled steps' caches
-        train_loss, images_per_s, input_wait = train_epoch(session, iterator, epoch, display, checkpoints)
+        train_loss, images_per_s, input_wait = train_epoch(session, iterator, epoch, display, epochs)
         val = predict(session.steps.evaluate, model_part(session.state), session.val_loader, session.mesh)
-        check_finite(val.loss, epoch, "validation", checkpoints)
+        check_finite(val.loss, epoch, "validation", epochs)
         probs = probabilities(val.logits, session.multilabel)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "lr": lr,
                **epoch_metrics(val.labels, probs, session.num_classes, session.multilabel),
@@ -186,16 +188,16 @@ def fit(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterato
         session.state["opt_state"] = with_learning_rate(session.state["opt_state"], next_lr)
         session.history.append(row)
         improved = val.loss < session.best_val_loss
+        best = None
         if improved:
             session.best_epoch, session.best_val_loss = epoch, val.loss
-            checkpoints.save(ckpt.BEST, epoch, ckpt.model_state_arrays(session.state["params"],
-                                                                       session.state["rest"]),
-                             {"epoch": epoch, "val_loss": val.loss})
-        save_latest(session, checkpoints, iterator)
-        run.append_metrics(row)
+            best = (ckpt.model_state_arrays(session.state["params"], session.state["rest"]),
+                    {"epoch": epoch, "val_loss": val.loss})
+        epochs.write(row, latest_step(session, iterator), session.kept, best)
         if curves_due(curves_drawn):
             curves_drawn = draw_curves(session.history, run, epoch)
         display.epoch_done(row, improved)
+    epochs.settle()
     if session.history and curves_drawn[1] != session.epoch:
         draw_curves(session.history, run, session.epoch)
     reason = ("max_epoch reached" if session.plateau.lr >= cfg.min_lr
@@ -226,9 +228,9 @@ def note_input_bound(session: Session, epoch: int, input_wait: float, display: T
 
 
 def train_epoch(session: Session, iterator, epoch: int, display: TrainProgress,
-                checkpoints: ckpt.RunCheckpoints) -> tuple[float, float, float]:
+                epochs: EpochWriter) -> tuple[float, float, float]:
     """One epoch of train steps; returns (mean loss, images/s, share of the time spent waiting for the
-    loader). Stops on a non-finite loss."""
+    loader). Stops on a non-finite loss. The previous epoch's checkpoints are written meanwhile."""
     steps_per_epoch = session.train_loader.steps_per_epoch
     display.start_epoch(epoch, steps_per_epoch, session.plateau.lr)
     losses, waited, start = [], 0.0, time.perf_counter()
@@ -238,19 +240,22 @@ def train_epoch(session: Session, iterator, epoch: int, display: TrainProgress,
         waited += time.perf_counter() - before
         session.state, loss = session.steps.train(session.state, shard_batch(batch, session.mesh))
         losses.append(loss)
+        epochs.poll()
         if step > 1:  # read the previous step's loss so the host never waits on the current one
-            check_finite(float(losses[-2]), epoch, step - 1, checkpoints)
+            check_finite(float(losses[-2]), epoch, step - 1, epochs)
             rate = (step - 1) * session.cfg.batch_size / (time.perf_counter() - start)
             display.update(step - 1, float(losses[-2]), rate)
     values = np.asarray(jax.device_get(losses), dtype=np.float64)
-    check_finite(float(values[-1]), epoch, steps_per_epoch, checkpoints)
+    check_finite(float(values[-1]), epoch, steps_per_epoch, epochs)
     elapsed = time.perf_counter() - start
     return float(values.mean()), steps_per_epoch * session.cfg.batch_size / elapsed, waited / elapsed
 
 
-def check_finite(loss: float, epoch: int, step: int | str, checkpoints: ckpt.RunCheckpoints) -> None:
+def check_finite(loss: float, epoch: int, step: int | str, epochs: EpochWriter) -> None:
     if math.isfinite(loss):
         return
+    epochs.settle()  # the epoch before is complete, and logged, before this one is reported
+    checkpoints = epochs.checkpoints
     last = checkpoints.epoch(ckpt.LATEST)
     kept = (f"the last good checkpoint (epoch {last}) is kept" if last is not None
             else "no checkpoint was written")
@@ -263,9 +268,9 @@ def check_finite(loss: float, epoch: int, step: int | str, checkpoints: ckpt.Run
 KEEP_LATEST = 2  # latest steps kept on disk: a damaged newest step falls back to the one before
 
 
-def save_latest(session: Session, checkpoints: ckpt.RunCheckpoints, iterator) -> None:
-    """Write this epoch's resumable state; then drop latest steps beyond :data:`KEEP_LATEST` and every best
-    step that no kept latest step's history points at."""
+def latest_step(session: Session, iterator) -> tuple[dict, dict]:
+    """(arrays, meta) of this epoch's resumable state; marks it kept, with at most :data:`KEEP_LATEST` latest
+    steps (each with the best step its history points at: the rest are pruned once it is written)."""
     session.kept[session.epoch] = session.best_epoch
     session.kept = dict(sorted(session.kept.items())[-KEEP_LATEST:])
     meta = {
@@ -277,9 +282,7 @@ def save_latest(session: Session, checkpoints: ckpt.RunCheckpoints, iterator) ->
         "data_iterator": ckpt.encode_json(iterator.get_state()),
         "kept": [[epoch, best] for epoch, best in session.kept.items()],
     }
-    checkpoints.save(ckpt.LATEST, session.epoch, ckpt.flatten(session.state), meta)
-    checkpoints.keep_only(ckpt.LATEST, set(session.kept))
-    checkpoints.keep_only(ckpt.BEST, set(session.kept.values()))
+    return ckpt.flatten(session.state), meta
 
 
 def resume(session: Session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterator,
