@@ -24,6 +24,7 @@ class EpochWriter:
         self.checkpoints = checkpoints
         self.run = run
         self._pending: tuple[dict, dict[int, int]] | None = None  # (row, kept) of the epoch being written
+        self._polls = jax.process_count() == 1  # several processes settle at the same point instead
 
     def write(self, row: dict, latest: tuple[dict, dict], kept: dict[int, int],
               best: tuple[dict, dict] | None = None) -> None:
@@ -39,7 +40,7 @@ class EpochWriter:
 
     def poll(self) -> None:
         """Settle the epoch being written if its checkpoints are complete (never waits for them)."""
-        if self._pending is not None and jax.process_count() == 1 and not self.checkpoints.writing():
+        if self._pending is not None and self._polls and not self.checkpoints.writing():
             self.settle()
 
     def settle(self) -> None:

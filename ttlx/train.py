@@ -193,7 +193,8 @@ def fit(session: Session, epochs: EpochWriter, iterator, display: TrainProgress)
             session.best_epoch, session.best_val_loss = epoch, val.loss
             best = (ckpt.model_state_arrays(session.state["params"], session.state["rest"]),
                     {"epoch": epoch, "val_loss": val.loss})
-        epochs.write(row, latest_step(session, iterator), session.kept, best)
+        latest = latest_step(session, iterator)  # updates session.kept to include this epoch
+        epochs.write(row, latest, session.kept, best)
         if curves_due(curves_drawn):
             curves_drawn = draw_curves(session.history, run, epoch)
         display.epoch_done(row, improved)
