@@ -488,3 +488,16 @@ def test_between_epochs_splits_each_epoch_of_a_real_run_into_steps_validation_an
     assert all(epoch[key] > 0 for epoch in result["epochs"] for key in ("train_s", "val_s", "after_s"))
     later = result["epochs"][1:]  # epoch 1 holds the compile; the median of two epochs is their mean
     assert result["median_after_first"]["after_s"] == pytest.approx((later[0]["after_s"] + later[1]["after_s"]) / 2)
+    # the train steps' host parts: the loader's share is within what the run logged as its input wait
+    logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    for epoch, row in zip(result["epochs"], logged):
+        parts, steps = epoch["step_ms"], epoch["steps"]
+        assert steps > 0
+        assert list(parts) == ["loader", "copy", "poll", "display", "rest"]
+        assert all(parts[name] > 0 for name in ("loader", "copy", "poll", "rest"))
+        assert parts["loader"] * steps / 1e3 <= row["input_wait"] * epoch["train_s"] + 1e-3
+    import ttlx.sharding
+    import ttlx.train
+    from ttlx.epoch_writer import EpochWriter
+
+    assert ttlx.train.shard_batch is ttlx.sharding.shard_batch and EpochWriter.poll.__name__ == "poll"

@@ -97,3 +97,76 @@ def test_load_run_weights_refuses_a_directory_that_is_not_a_run(tmp_path):
     (tmp_path / "config.json").write_text('{"model": {"arch": "resnet50"}}')
     with pytest.raises(WeightsError, match=r"holds no best checkpoint; train it with `ttlx train` first\.$"):
         ckpt.load_run_weights(tmp_path)
+
+
+def mixed_state() -> dict:
+    return {"w": jnp.arange(6.0).reshape(2, 3), "h": jnp.asarray([0.1, -2.5, 3.0], jnp.bfloat16),
+            "count": jnp.asarray(7, jnp.int32), "rng": jnp.asarray([1, 2**32 - 1], jnp.uint32),
+            "scale": jnp.asarray(0.25), "empty": jnp.zeros((0, 4))}
+
+
+def test_a_step_holds_one_packed_array_per_dtype_and_restores_every_entry_bit_for_bit(tmp_path):
+    state = mixed_state()
+    checkpoints = ckpt.RunCheckpoints(tmp_path)
+    checkpoints.save(ckpt.LATEST, 1, state, {"epoch": 1})
+    checkpoints.finish()
+    stored = checkpoints.managers[ckpt.LATEST].item_metadata(1)["arrays"]
+    assert sorted(stored) == ["packed.bfloat16", "packed.float32", "packed.int32", "packed.uint32"]
+    assert stored["packed.float32"].shape == (6 + 1,)  # w and scale; the empty array adds nothing
+
+    host, meta = checkpoints.restore(ckpt.LATEST)
+    assert meta == {"epoch": 1} and list(host) == list(state)
+    for key, value in state.items():
+        assert isinstance(host[key], np.ndarray) and host[key].dtype == value.dtype
+        np.testing.assert_array_equal(host[key], np.asarray(value), strict=True)
+
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    template = {k: jax.device_put(jnp.zeros_like(v), sharding) for k, v in state.items()}
+    placed, _ = checkpoints.restore(ckpt.LATEST, template)
+    for key, value in state.items():
+        assert isinstance(placed[key], jax.Array) and placed[key].sharding == sharding
+        np.testing.assert_array_equal(np.asarray(placed[key]), np.asarray(value), strict=True)
+    checkpoints.close()
+
+
+def test_pack_and_unpack_are_inverse_and_keep_the_key_order():
+    state = mixed_state()
+    packed, layout = ckpt.pack(state)
+    assert {k: v.dtype.name for k, v in packed.items()} == {
+        "packed.float32": "float32", "packed.bfloat16": "bfloat16", "packed.int32": "int32", "packed.uint32": "uint32"}
+    back = ckpt.unpack(packed, layout)
+    assert list(back) == list(state)
+    assert all(np.array_equal(back[k], np.asarray(v)) and back[k].shape == v.shape for k, v in state.items())
+    short = {**packed, "packed.float32": packed["packed.float32"][:-1]}
+    with pytest.raises(ValueError, match=r"^the packed float32 array holds 6 values, too few for 'scale'$"):
+        ckpt.unpack(short, layout)
+
+
+def test_a_restore_into_a_template_of_another_shape_or_without_an_entry_is_refused(tmp_path):
+    checkpoints = ckpt.RunCheckpoints(tmp_path)
+    checkpoints.save(ckpt.LATEST, 1, mixed_state(), {"epoch": 1})
+    template = {k: jnp.zeros_like(v) for k, v in mixed_state().items()}
+    with pytest.raises(ValueError, match=r"^'w' has shape \[2, 3\] in the checkpoint, \[3, 2\] here$"):
+        checkpoints.restore(ckpt.LATEST, {**template, "w": jnp.zeros((3, 2))})
+    with pytest.raises(ValueError, match=r"^the checkpoint lacks 'extra'$"):
+        checkpoints.restore(ckpt.LATEST, {**template, "extra": jnp.zeros(2)})
+    checkpoints.close()
+
+
+def test_a_step_written_before_packing_still_restores(tmp_path):
+    import orbax.checkpoint as ocp
+
+    flat = ckpt.flatten(train_state(3.0))
+    checkpoints = ckpt.RunCheckpoints(tmp_path)
+    # the earlier format: one orbax array per key and no layout item
+    checkpoints.managers[ckpt.LATEST].save(2, args=ocp.args.Composite(
+        arrays=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave({"epoch": 2})))
+    checkpoints.managers[ckpt.LATEST].wait_until_finished()
+    assert not (tmp_path / "latest" / "2" / "layout").exists()
+    placed, meta = checkpoints.restore(ckpt.LATEST, ckpt.flatten(train_state(0.0)))
+    assert meta == {"epoch": 2} and sorted(placed) == sorted(flat)
+    np.testing.assert_array_equal(np.asarray(placed["params.fc.bias"]), [3.0, 4.0, 5.0])
+    host, _ = checkpoints.restore(ckpt.LATEST)
+    assert isinstance(host["rng"], np.ndarray)
+    np.testing.assert_array_equal(host["opt_state.inner_state.0.mu.layer1.0.kernel"], np.zeros((2, 3)))
+    checkpoints.close()

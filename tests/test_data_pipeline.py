@@ -248,3 +248,35 @@ def test_bad_exp_and_split_names_are_data_errors(data_dir):
         _loader(data_dir, exp=4)
     with pytest.raises(DataError, match="The split must be one of train, val, test, got 'valid'"):
         _loader(data_dir, split="valid")
+
+
+def test_a_reader_shared_by_threads_opens_its_records_once(monkeypatch, tmp_path):
+    """grain's prefetch threads share one reader per process: opening it (and importing tensorflow_datasets)
+    in several threads at once deadlocked a worker on Python 3.11, so the first open is serialized."""
+    import threading
+    import time
+
+    from ttlx.data.records import RecordReader
+
+    opened = []
+
+    def slow_open(self):
+        opened.append(threading.get_ident())
+        time.sleep(0.05)  # long enough for every thread to arrive while the first one opens
+        return [{"image": b"jpeg", "label": 3, "id": b"case-7"}]
+
+    monkeypatch.setattr(RecordReader, "_open", slow_open)
+    reader = RecordReader(tmp_path)
+    start = threading.Barrier(8)
+    results = []
+
+    def first_read():
+        start.wait()
+        results.append(reader.read(0))
+
+    threads = [threading.Thread(target=first_read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(opened) == 1 and results == [(b"jpeg", 3, "case-7")] * 8 and len(reader) == 1

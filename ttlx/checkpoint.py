@@ -15,6 +15,14 @@ buffers, and the files are written while training goes on. A ResNet50 FTL ``late
 took 1.8-3.3 s to write on a 2-core CPU machine, 0.09-0.11 s of which was the copy (benchmarks/RESULTS.md
 section 9). :meth:`RunCheckpoints.finish` waits for the steps being written and reports a failed one;
 every other method waits for them first, so nothing reads or prunes a step that is not complete.
+
+The arrays are written packed: :func:`pack` copies them to host memory and concatenates them into one flat
+array per dtype (item ``arrays``, keys ``packed.float32`` and so on), with their keys, dtypes and shapes in a
+JSON item ``layout``; :meth:`RunCheckpoints.restore` splits them back into the same flat dict. Orbax spends
+about 1.5 ms of Python per array in its background thread; for the 600 arrays of a ResNet50 FTL train state
+that held the interpreter lock for about a second per step written, and on a GPU the training loop, whose
+host needs the lock to launch each step, ran its next epoch up to 40% slower meanwhile (benchmarks/RESULTS.md
+section 10). Steps written before packing (one orbax array per key, no ``layout`` item) still restore.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from ttlx.config import ModelConfig
 from ttlx.errors import UserError, WeightsError, write_failure_cause
 
 LATEST, BEST = "latest", "best"
+PACKED = "packed."  # key prefix of the packed arrays in a step's ``arrays`` item
 
 
 class CheckpointSaveError(UserError):
@@ -80,6 +89,49 @@ def unflatten_like(template, flat: dict[str, Any]):
     return jax.tree_util.tree_unflatten(treedef, [flat[k] for k in keys])
 
 
+def pack(arrays: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict]:
+    """Host copies of a flat dict of arrays, concatenated into one flat numpy array per dtype (keyed
+    ``packed.DTYPE``), and the layout that :func:`unpack` needs. The copies are made before this returns.
+    Arrays must be fully replicated (as ttlx's data-parallel state is), so any process holds all values."""
+    keys = list(arrays)
+    entries, groups = [], {}
+    for key, value in zip(keys, jax.device_get([arrays[k] for k in keys])):  # copies started together
+        value = np.asarray(value)
+        entries.append([key, value.dtype.name, list(value.shape)])
+        groups.setdefault(value.dtype.name, []).append(value.reshape(-1))
+    packed = {PACKED + name: np.concatenate(parts) for name, parts in groups.items()}
+    return packed, {"format": "packed-by-dtype", "entries": entries}
+
+
+def unpack(packed: dict[str, Any], layout: dict) -> dict[str, np.ndarray]:
+    """The flat dict of numpy arrays that :func:`pack` packed (views into the packed arrays)."""
+    offsets, flat = {}, {}
+    for key, dtype, shape in layout["entries"]:
+        data = np.asarray(packed[PACKED + dtype])
+        start = offsets.get(dtype, 0)
+        size = int(np.prod(shape, dtype=np.int64))
+        if start + size > data.size:
+            raise ValueError(f"the packed {dtype} array holds {data.size} values, too few for '{key}'")
+        flat[key] = data[start:start + size].reshape(shape)
+        offsets[dtype] = start + size
+    return flat
+
+
+def placed_like(flat: dict[str, np.ndarray], template: dict[str, Any]) -> dict[str, jax.Array]:
+    """``flat``'s host arrays on the devices and shardings of ``template``'s arrays (same keys), in their
+    dtypes (as orbax restores into a target); a missing key or a shape that differs raises ValueError."""
+    placed = {}
+    for key, like in template.items():
+        value = flat.get(key)
+        if value is None:
+            raise ValueError(f"the checkpoint lacks '{key}'")
+        if value.shape != tuple(like.shape):
+            raise ValueError(f"'{key}' has shape {list(value.shape)} in the checkpoint, {list(like.shape)} here")
+        value = value.astype(like.dtype, copy=False)
+        placed[key] = jax.make_array_from_callback(value.shape, like.sharding, lambda index, v=value: v[index])
+    return placed
+
+
 class RunCheckpoints:
     """The ``best`` and ``latest`` checkpoint managers of one run dir."""
 
@@ -92,7 +144,8 @@ class RunCheckpoints:
                                                cleanup_tmp_directories=True)
         self.managers = {
             name: ocp.CheckpointManager(self.directory / name, options=options, item_handlers={
-                "arrays": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+                "arrays": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+                "layout": ocp.JsonCheckpointHandler()})
             for name in (LATEST, BEST)
         }
         self._writing: dict[str, int] = {}  # which -> the epoch whose step is being written
@@ -113,14 +166,16 @@ class RunCheckpoints:
         self.managers[which].delete(epoch)
 
     def save(self, which: str, epoch: int, arrays: dict, meta: dict) -> None:
-        """Start writing one step of ``which``; returns once ``arrays`` are copied to host memory, while
-        the files are written in the background (:meth:`finish` waits for them and reports a failure).
-        Older steps stay until :meth:`keep_only`; a failed save keeps them."""
+        """Start writing one step of ``which``; returns once ``arrays`` are copied to host memory (packed,
+        :func:`pack`), while the files are written in the background (:meth:`finish` waits for them and
+        reports a failure). Older steps stay until :meth:`keep_only`; a failed save keeps them."""
         self.finish(which)  # one step of ``which`` at a time; its earlier failure is reported first
         ocp, manager = self._ocp, self.managers[which]
+        packed, layout = pack(arrays)
         try:
-            manager.save(epoch, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
-                                                        meta=ocp.args.JsonSave(meta)), force=True)
+            manager.save(epoch, args=ocp.args.Composite(arrays=ocp.args.StandardSave(packed),
+                                                        meta=ocp.args.JsonSave(meta),
+                                                        layout=ocp.args.JsonSave(layout)), force=True)
         except Exception as err:
             raise _save_error(err, self.directory / which, epoch, self._committed_before(which, epoch)) from err
         self._writing[which] = epoch
@@ -161,12 +216,22 @@ class RunCheckpoints:
 
     def restore(self, which: str, template: dict | None = None, epoch: int | None = None) -> tuple[dict, dict]:
         """(arrays, meta) of step ``epoch`` (default: the newest); ``template`` (flat dict of arrays) sets
-        shapes and shardings, else the arrays land on one local device."""
+        shapes, dtypes and shardings, else the arrays are numpy arrays in host memory."""
         self.finish()
         ocp, manager = self._ocp, self.managers[which]
         epoch = manager.latest_step() if epoch is None else epoch
         if epoch is None:
             raise WeightsError(f"No {which} checkpoint in {self.directory}; train the run first.")
+        if not (self.directory / which / str(epoch) / "layout").exists():
+            return self._restore_unpacked(which, epoch, template)
+        restored = manager.restore(epoch, args=ocp.args.Composite(
+            arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore(), layout=ocp.args.JsonRestore()))
+        flat = unpack({k: np.asarray(v) for k, v in restored["arrays"].items()}, restored["layout"])
+        return (flat if template is None else placed_like(flat, template)), dict(restored["meta"])
+
+    def _restore_unpacked(self, which: str, epoch: int, template: dict | None) -> tuple[dict, dict]:
+        """A step written before packing: one orbax array per key."""
+        ocp, manager = self._ocp, self.managers[which]
         if template is not None:
             target = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=v.sharding)
                       for k, v in template.items()}
@@ -176,7 +241,9 @@ class RunCheckpoints:
                       for k, v in manager.item_metadata(epoch)["arrays"].items()}
         restored = manager.restore(epoch, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(target),
                                                                   meta=ocp.args.JsonRestore()))
-        return dict(restored["arrays"]), dict(restored["meta"])
+        arrays = dict(restored["arrays"])
+        return (arrays if template is not None else {k: np.asarray(v) for k, v in arrays.items()}), \
+            dict(restored["meta"])
 
     def close(self) -> None:
         """Wait for the steps being written (a failure is logged by orbax, not raised) and release the

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from ttlx.data.builder import RECORDS_SPLIT
+
+# One thread of a process opens the records (and imports tensorflow_datasets) at a time. Two of grain's
+# prefetch threads opening them together deadlocked a worker process on Python 3.11: one held the import
+# lock of tensorflow_datasets and waited for the lock of an etils lazy module's cached_property, which the
+# other held while it waited for the import.
+_OPEN_LOCK = threading.Lock()
 
 
 class RecordReader:
@@ -27,15 +34,18 @@ class RecordReader:
         # Skip TFDS's image decoding: the pipeline decodes with PIL at a reduced (draft) scale.
         return builder.as_data_source(split=RECORDS_SPLIT, decoders={"image": tfds.decode.SkipDecoding()})
 
-    def __len__(self) -> int:
+    def _opened(self):
         if self._source is None:
-            self._source = self._open()
-        return len(self._source)
+            with _OPEN_LOCK:
+                if self._source is None:
+                    self._source = self._open()
+        return self._source
+
+    def __len__(self) -> int:
+        return len(self._opened())
 
     def read(self, position: int) -> tuple[bytes, np.ndarray | int, str]:
-        if self._source is None:
-            self._source = self._open()
-        record = self._source[position]
+        record = self._opened()[position]
         example_id = record["id"]
         return (
             record["image"],
