@@ -11,7 +11,8 @@ into the host's parts of the loop, in milliseconds per step (``step_ms``): ``loa
 ``copy`` (its copy to the devices), ``poll`` (the check for written checkpoints), ``display`` (the progress
 line) and ``rest``, the step's call and the wait for the previous step's loss: on a GPU, when ``rest`` is
 close to the device's step time the device sets the pace, and the other parts are what the host adds
-(RESULTS section 10).
+(RESULTS section 10). Only the loop's own thread counts: with ``TTLX_DEVICE_PREFETCH`` set, the loader and the
+copy run in another thread (``loader`` and ``copy`` read 0) and the loop's wait for them is in ``rest``.
 """
 
 from __future__ import annotations
@@ -19,14 +20,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import threading
 import time
 from pathlib import Path
 
 PARTS = ("loader", "copy", "poll", "display")  # host work inside an epoch's train steps, timed apart
 
 
+def in_loop_thread() -> bool:
+    """Whether this is the training loop's thread (with TTLX_DEVICE_PREFETCH the loader and the copy run in
+    another one, where they cost the loop nothing but its wait for them: the run's ``input_wait``)."""
+    return threading.current_thread() is threading.main_thread()
+
+
 class TimedIterator:
-    """The loader's iterator, with the seconds spent in ``next`` added to ``spent["loader"]``."""
+    """The loader's iterator, with the seconds spent in ``next`` in the loop's thread added to
+    ``spent["loader"]``."""
 
     def __init__(self, iterator, spent: dict):
         self.iterator, self.spent = iterator, spent
@@ -36,7 +45,8 @@ class TimedIterator:
         try:
             return next(self.iterator)
         finally:
-            self.spent["loader"] += time.perf_counter() - start
+            if in_loop_thread():
+                self.spent["loader"] += time.perf_counter() - start
 
 
 def timed_run(train_args: list[str]) -> list[dict]:
@@ -62,7 +72,7 @@ def timed_run(train_args: list[str]) -> list[dict]:
             try:
                 return function(*args, **kwargs)
             finally:
-                if parts and "open" in parts[-1]:
+                if parts and "open" in parts[-1] and in_loop_thread():
                     parts[-1][name] += time.perf_counter() - start
         return timed
 

@@ -13,7 +13,11 @@
 # 4, 8 and 12 worker processes; uint8 batches as `ttlx train` loads them; OUT_DIR/pipeline_host.json), and
 # `train_e2e`, whole `ttlx train` runs of ResNet50 FTL and TTL-2 with ttlx's default worker processes
 # (half the cores, up to 8 per GPU) at its default 4, and at 1 and 2, threads per worker (images/s of
-# the epochs after the first, 40 steps each; OUT_DIR/train_e2e.json), and
+# the epochs after the first, 40 steps each; OUT_DIR/train_e2e.json),
+# `prefetch`, the same whole runs with TTLX_DEVICE_PREFETCH at 0 and 2, alternating (4 epochs of 30 steps;
+# OUT_DIR/prefetch.json): whether placing the batches on the device from a thread speeds the loop, and
+# `between_epochs` on a prepared digits at 224 px, ResNet50 FTL, the loop's host parts per step
+# (OUT_DIR/between_epochs.json), and
 # `dispatch`, `benchmarks/dispatch_probe.py`: the host's time in each train step's call against the step
 # times, with the heap as is and frozen (OUT_DIR/dispatch.jsonl).
 set -u
@@ -32,13 +36,15 @@ declare -A args=(
     [pipeline_host]=""
     [train_e2e]=""
     [dispatch]=""
+    [prefetch]=""
+    [between_epochs]=""
 )
 order=(resnet50_targets resnet50_ttl1 memory_startup densenet201_train latency compile)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${order[@]}")
 for name in "${stages[@]}"; do
     if [ -z "${args[$name]+set}" ]; then
-        echo "unknown stage '$name'; choose from: ${order[*]} profile variants pipeline_host train_e2e dispatch" >&2
+        echo "unknown stage '$name'; choose from: ${order[*]} profile variants pipeline_host train_e2e dispatch prefetch between_epochs" >&2
         exit 2
     fi
 done
@@ -61,6 +67,21 @@ for name in "${stages[@]}"; do
     if [ "$name" = train_e2e ]; then
         "$py" benchmarks/train_e2e.py --json "$out/train_e2e.json" --models resnet50-ftl resnet50-ttl2 \
             --images 8192 --workers auto --worker-threads 1 2 2>&1 | tee -a "$out/log.txt"
+        continue
+    fi
+    if [ "$name" = prefetch ]; then
+        "$py" benchmarks/train_e2e.py --json "$out/prefetch.json" --models resnet50-ftl resnet50-ttl2 \
+            --images 6144 --epochs 4 --workers auto --device-prefetch 0 2 2>&1 | tee -a "$out/log.txt"
+        continue
+    fi
+    if [ "$name" = between_epochs ]; then
+        scratch=$(mktemp -d)
+        "$py" -m ttlx.cli prepare digits --data-dir "$scratch/data" >/dev/null 2>&1
+        "$py" benchmarks/between_epochs.py --json "$out/between_epochs.json" -- --dataset digits \
+            --data-dir "$scratch/data" --model resnet50 --trunc -1 --pretrained random --image-size 224 \
+            --pooling --lr 2e-3 --max-epoch 6 --bs 128 --dtype bfloat16 --workdir "$scratch/run" 2>&1 \
+            | tee -a "$out/log.txt"
+        rm -rf "$scratch"
         continue
     fi
     if [ "$name" = dispatch ]; then

@@ -5,13 +5,14 @@ and whether TTL-2's faster step shows in its epochs.
 
     python benchmarks/train_e2e.py --json OUT [--models resnet50-ftl resnet50-ttl2] [--workers auto 0 8]
         [--threads 8] [--worker-threads 1 2] [--images 4096] [--size 256] [--batch-size 128] [--image-size 224]
-        [--dtype bfloat16] [--epochs 3]
+        [--dtype bfloat16] [--epochs 3] [--device-prefetch 0 2]
 
 Prepares the ``synthetic`` dataset once (``--images`` generated images of ``--size`` px, split 64/16/20),
 then runs ``python -m ttlx.cli train`` per model and loader setting (each ``--workers`` count with the
 default threads, ``auto`` leaving ``--num-workers`` to ttlx; each ``--threads`` count through
 ``TTLX_LOADER_THREADS`` without workers; each nonzero worker count again with each ``--worker-threads`` count
-of threads per worker), each in a
+of threads per worker; each of these with each ``--device-prefetch`` value of ``TTLX_DEVICE_PREFETCH``, the
+batches placed on the devices ahead by a thread), each in a
 fresh process and run dir (random weights, Adam, the benchmark's networks and flatten head), and reads
 ``images_per_s`` and ``input_wait`` (the share of the epoch spent waiting for the loader) of each epoch from
 the run's ``metrics.jsonl``. Epoch 1 holds the compile and is reported apart.
@@ -20,6 +21,7 @@ the run's ``metrics.jsonl``. Epoch 1 holds the compile and is reported apart.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -55,15 +57,18 @@ def epoch_column(workdir: Path, column: str) -> list[float]:
     return [json.loads(line).get(column) for line in lines if line.strip()]
 
 
-def run_one(model: str, data_dir: Path, scratch: Path, args, workers: int | str, threads: int | None = None) -> dict:
+def run_one(model: str, data_dir: Path, scratch: Path, args, workers: int | str, threads: int | None = None,
+            prefetch: int | None = None) -> dict:
     label = "default" if threads is None else threads
-    workdir = scratch / f"run-{model}-w{workers}-t{label}"
-    env = {**os.environ, **({} if threads is None else {"TTLX_LOADER_THREADS": str(threads)})}
+    ahead = "default" if prefetch is None else prefetch
+    workdir = scratch / f"run-{model}-w{workers}-t{label}-p{ahead}"
+    env = {**os.environ, **({} if threads is None else {"TTLX_LOADER_THREADS": str(threads)}),
+           **({} if prefetch is None else {"TTLX_DEVICE_PREFETCH": str(prefetch)})}
     start = time.perf_counter()
     done = subprocess.run(ttlx_command(*train_arguments(model, data_dir, workdir, args, workers)),
                           capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
-    setting = {"model": model, "workers": workers, "threads": label}
+    setting = {"model": model, "workers": workers, "threads": label, "prefetch": ahead}
     if done.returncode != 0:
         return {**setting, "error": done.stderr.strip()[-2000:]}
     rates, waits = epoch_column(workdir, "images_per_s"), epoch_column(workdir, "input_wait")
@@ -94,6 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also run without workers at these loader thread counts (TTLX_LOADER_THREADS)")
     parser.add_argument("--worker-threads", type=int, nargs="+", default=[],
                         help="also run each nonzero worker count with these threads per worker")
+    parser.add_argument("--device-prefetch", type=int, nargs="+", default=[None],
+                        help="run every setting with each of these TTLX_DEVICE_PREFETCH values (batches placed on "
+                             "the devices ahead by a thread; default: the environment's)")
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--size", type=int, default=256, help="side of the generated images")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -112,8 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
             settings = [(workers, None) for workers in args.workers] + [(0, threads) for threads in args.threads]
             settings += [(workers, threads) for workers in args.workers if workers != 0
                          for threads in args.worker_threads]
-            for workers, threads in settings:
-                out["runs"].append(run_one(model, data_dir, Path(scratch), args, workers, threads))
+            for (workers, threads), prefetch in itertools.product(settings, args.device_prefetch):
+                out["runs"].append(run_one(model, data_dir, Path(scratch), args, workers, threads, prefetch))
                 args.json.write_text(json.dumps(out, indent=2) + "\n")  # each run kept as soon as it ends
                 print(json.dumps(out["runs"][-1]), flush=True)
     print(table(out["runs"]))
@@ -121,9 +129,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def table(runs: list[dict]) -> str:
-    lines = ["model            workers  threads  img/s (epochs 2+)  epoch 1 (compile)  input wait (last)", "-" * 92]
+    lines = ["model            workers  threads  prefetch  img/s (epochs 2+)  epoch 1 (compile)  input wait (last)",
+             "-" * 102]
     for run in runs:
-        setting = f"{run['model']:16} {run['workers']!s:>7}  {run['threads']!s:>7}"
+        setting = f"{run['model']:16} {run['workers']!s:>7}  {run['threads']!s:>7}  {run['prefetch']!s:>8}"
         if "error" in run:
             lines.append(f"{setting}  error: {run['error'].splitlines()[-1]}")
             continue

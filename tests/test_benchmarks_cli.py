@@ -435,13 +435,14 @@ def test_train_e2e_reads_each_epochs_rate_from_a_real_ttlx_train_run(tmp_path):
     out = tmp_path / "e2e.json"
     done = subprocess.run([sys.executable, str(BENCHMARKS / "train_e2e.py"), "--json", str(out), "--models",
                            "resnet50-ttl2", "--images", "80", "--size", "40", "--batch-size", "8", "--image-size",
-                           "32", "--dtype", "float32", "--epochs", "2", "--threads", "0"],
+                           "32", "--dtype", "float32", "--epochs", "2", "--threads", "0", "--device-prefetch", "2"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     run, bad = json.loads(out.read_text())["runs"]
     # --workers left at auto: ttlx train without --num-workers (0 workers on this CPU)
-    assert (run["model"], run["workers"], run["threads"], len(run["epoch_img_s"])) == ("resnet50-ttl2", "auto",
-                                                                                      "default", 2)
+    # each setting ran with the batches placed on the devices by a thread (TTLX_DEVICE_PREFETCH=2)
+    assert (run["model"], run["workers"], run["threads"], run["prefetch"], len(run["epoch_img_s"])) == (
+        "resnet50-ttl2", "auto", "default", 2, 2)
     assert run["img_s"] == run["epoch_img_s"][1] > 0 and run["first_epoch_img_s"] == run["epoch_img_s"][0]
     assert len(run["epoch_input_wait"]) == 2 and all(0 <= wait < 1 for wait in run["epoch_input_wait"])
     # a setting ttlx refuses (0 loader threads: TTLX_LOADER_THREADS=0) is a row with ttlx's own sentence

@@ -20,6 +20,7 @@ import numpy as np
 from ttlx import checkpoint as ckpt
 from ttlx import compile_helper, performance
 from ttlx.config import ModelConfig, TrainConfig
+from ttlx.device_prefetch import batches_ahead, epoch_batches
 from ttlx.epoch_writer import EpochWriter
 from ttlx.errors import ConfigError, DataError, UserError
 from ttlx.freeze import frozen_paths, param_labels, units_to_freeze
@@ -87,6 +88,7 @@ class Session:
     best_val_loss: float = math.inf
     # latest steps on disk -> the best epoch each one's history points at (both are kept)
     kept: dict[int, int | None] = field(default_factory=dict)
+    prefetch: int = 0  # batches placed on the devices ahead of the step, by a thread (ttlx.device_prefetch)
 
     @property
     def epoch(self) -> int:
@@ -97,6 +99,7 @@ class Session:
 def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, data) -> Session:
     from ttlx.models import create_model
 
+    prefetch = batches_ahead()  # a bad setting fails before the slow build
     model = create_model(cfg.model, cfg.trunc, num_classes=model_cfg.num_classes, head=model_cfg.head,
                          pretrained=cfg.pretrained, layerwise=cfg.layerwise, image_size=cfg.image_size,
                          slim_from=cfg.slim_from, slim_factor=cfg.slim_factor, dtype=cfg.dtype, seed=cfg.seed)
@@ -119,7 +122,7 @@ def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, da
     plateau = PlateauTracker(cfg.lr, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
                              threshold=cfg.plateau_threshold)
     return Session(cfg, mesh, steps, init_state(model, tx, cfg.seed, mesh), loaders[0], loaders[1],
-                   len(info.classes), info.multilabel, plateau)
+                   len(info.classes), info.multilabel, plateau, prefetch=prefetch)
 
 
 def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=None) -> Path:
@@ -234,22 +237,24 @@ def train_epoch(session: Session, iterator, epoch: int, display: TrainProgress,
     loader). Stops on a non-finite loss. The previous epoch's checkpoints are written meanwhile."""
     steps_per_epoch = session.train_loader.steps_per_epoch
     display.start_epoch(epoch, steps_per_epoch, session.plateau.lr)
-    losses, waited, start = [], 0.0, time.perf_counter()
-    for step in range(1, steps_per_epoch + 1):
-        before = time.perf_counter()
-        batch = next(iterator)
-        waited += time.perf_counter() - before
-        session.state, loss = session.steps.train(session.state, shard_batch(batch, session.mesh))
-        losses.append(loss)
-        epochs.poll()
-        if step > 1:  # read the previous step's loss so the host never waits on the current one
-            check_finite(float(losses[-2]), epoch, step - 1, epochs)
-            rate = (step - 1) * session.cfg.batch_size / (time.perf_counter() - start)
-            display.update(step - 1, float(losses[-2]), rate)
+    losses, start = [], time.perf_counter()
+    batches = epoch_batches(iterator, lambda batch: shard_batch(batch, session.mesh), steps_per_epoch,
+                            session.prefetch)
+    try:
+        for step in range(1, steps_per_epoch + 1):
+            session.state, loss = session.steps.train(session.state, next(batches))
+            losses.append(loss)
+            epochs.poll()
+            if step > 1:  # read the previous step's loss so the host never waits on the current one
+                check_finite(float(losses[-2]), epoch, step - 1, epochs)
+                rate = (step - 1) * session.cfg.batch_size / (time.perf_counter() - start)
+                display.update(step - 1, float(losses[-2]), rate)
+    finally:
+        batches.close()
     values = np.asarray(jax.device_get(losses), dtype=np.float64)
     check_finite(float(values[-1]), epoch, steps_per_epoch, epochs)
     elapsed = time.perf_counter() - start
-    return float(values.mean()), steps_per_epoch * session.cfg.batch_size / elapsed, waited / elapsed
+    return float(values.mean()), steps_per_epoch * session.cfg.batch_size / elapsed, batches.waited / elapsed
 
 
 def check_finite(loss: float, epoch: int, step: int | str, epochs: EpochWriter) -> None:
