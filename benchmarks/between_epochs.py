@@ -64,7 +64,7 @@ def timed_run(train_args: list[str]) -> list[dict]:
     patched = {(training, "train_epoch"): training.train_epoch, (training, "predict"): training.predict,
                (training, "shard_batch"): training.shard_batch, (EpochWriter, "poll"): EpochWriter.poll,
                (TrainProgress, "update"): TrainProgress.update}
-    train_epoch, predict = training.train_epoch, training.predict
+    train_epoch, predict = patched[(training, "train_epoch")], patched[(training, "predict")]
 
     def timed_part(name, function):
         def timed(*args, **kwargs):

@@ -12,9 +12,10 @@ a best checkpoint newer than its own history.
 Steps are written in the background (orbax's asynchronous checkpointing): :meth:`RunCheckpoints.save`
 returns once the arrays are copied to host memory, so the next train step may reuse (donate) their device
 buffers, and the files are written while training goes on. A ResNet50 FTL ``latest`` step (about 300 MB)
-took 1.8-3.3 s to write on a 2-core CPU machine, 0.09-0.11 s of which was the copy (benchmarks/RESULTS.md
-section 9). :meth:`RunCheckpoints.finish` waits for the steps being written and reports a failed one;
-every other method waits for them first, so nothing reads or prunes a step that is not complete.
+took 1.8-3.3 s to write on a 2-core CPU machine, 0.09-0.11 s of which was orbax's copy (benchmarks/RESULTS.md
+section 9; the packing below, which makes the copy, takes 0.08-0.21 s there, section 10).
+:meth:`RunCheckpoints.finish` waits for the steps being written and reports a failed one; every other method
+waits for them first, so nothing reads or prunes a step that is not complete.
 
 The arrays are written packed: :func:`pack` copies them to host memory and concatenates them into one flat
 array per dtype (item ``arrays``, keys ``packed.float32`` and so on), with their keys, dtypes and shapes in a
@@ -105,9 +106,10 @@ def pack(arrays: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict]:
 
 def unpack(packed: dict[str, Any], layout: dict) -> dict[str, np.ndarray]:
     """The flat dict of numpy arrays that :func:`pack` packed (views into the packed arrays)."""
+    data_of = {name[len(PACKED):]: np.asarray(data) for name, data in packed.items()}
     offsets, flat = {}, {}
     for key, dtype, shape in layout["entries"]:
-        data = np.asarray(packed[PACKED + dtype])
+        data = data_of[dtype]
         start = offsets.get(dtype, 0)
         size = int(np.prod(shape, dtype=np.int64))
         if start + size > data.size:
@@ -226,7 +228,7 @@ class RunCheckpoints:
             return self._restore_unpacked(which, epoch, template)
         restored = manager.restore(epoch, args=ocp.args.Composite(
             arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore(), layout=ocp.args.JsonRestore()))
-        flat = unpack({k: np.asarray(v) for k, v in restored["arrays"].items()}, restored["layout"])
+        flat = unpack(restored["arrays"], restored["layout"])
         return (flat if template is None else placed_like(flat, template)), dict(restored["meta"])
 
     def _restore_unpacked(self, which: str, epoch: int, template: dict | None) -> tuple[dict, dict]:
