@@ -19,7 +19,9 @@
 # `between_epochs` on a prepared digits at 224 px, ResNet50 FTL, the loop's host parts per step
 # (OUT_DIR/between_epochs.json), and
 # `dispatch`, `benchmarks/dispatch_probe.py`: the host's time in each train step's call against the step
-# times, with the heap as is and frozen (OUT_DIR/dispatch.jsonl).
+# times, with the heap as is and frozen (OUT_DIR/dispatch.jsonl), and
+# `xla_options`, `variant_probe.py` with XLA's GPU compiler options as variants (CUDA graphs off, CUDA
+# graphs of any length, cuDNN runtime fusion) against ttlx as shipped, 4 rounds (OUT_DIR/xla_options.jsonl).
 set -u
 out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]}
 py=${2:-python3}
@@ -38,13 +40,14 @@ declare -A args=(
     [dispatch]=""
     [prefetch]=""
     [between_epochs]=""
+    [xla_options]=""
 )
 order=(resnet50_targets resnet50_ttl1 memory_startup densenet201_train latency compile)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${order[@]}")
 for name in "${stages[@]}"; do
     if [ -z "${args[$name]+set}" ]; then
-        echo "unknown stage '$name'; choose from: ${order[*]} profile variants pipeline_host train_e2e dispatch prefetch between_epochs" >&2
+        echo "unknown stage '$name'; choose from: ${order[*]} profile variants pipeline_host train_e2e dispatch prefetch between_epochs xla_options" >&2
         exit 2
     fi
 done
@@ -86,6 +89,11 @@ for name in "${stages[@]}"; do
     fi
     if [ "$name" = dispatch ]; then
         "$py" benchmarks/dispatch_probe.py --out "$out/dispatch.jsonl" 2>&1 | tee -a "$out/log.txt"
+        continue
+    fi
+    if [ "$name" = xla_options ]; then
+        "$py" benchmarks/variant_probe.py --out "$out/xla_options.jsonl" --rounds 4 \
+            --variants base no_command_buffers command_buffers_min_1 runtime_fusion 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = variants ]; then

@@ -122,15 +122,19 @@ def measure_train_step(args) -> dict:
     return result
 
 
-def in_flight_seconds(train, state: dict, batch, steps: int) -> float:
+def in_flight_seconds(train, state: dict, batch, steps: int, dispatch: list | None = None) -> float:
     """Seconds per step of ``ttlx train``'s loop (``ttlx.train.train_epoch``): each step is dispatched before
     the previous step's loss is read, so the host's dispatch of one step overlaps the device's work on the
     last. The benchmark's own protocol waits for every step (both sides), which leaves the device idle while
-    the host launches; on a GPU the two differ."""
+    the host launches; on a GPU the two differ. ``dispatch``, if given, receives the host's seconds inside
+    each call."""
     start = time.perf_counter()
     previous = None
     for _ in range(steps):
+        before = time.perf_counter()
         state["train"], loss = train(state["train"], batch)
+        if dispatch is not None:
+            dispatch.append(time.perf_counter() - before)
         if previous is not None:
             float(previous)
         previous = loss

@@ -18,6 +18,17 @@ replaced, so the next loan can check the adoption and try new candidates against
   index arrays, then a scatter), instead of ``ttlx.performance.max_pool``'s unrolled one;
 - ``before``: the three together, ttlx on accelerators before the adoption.
 
+And variants of XLA's GPU compiler options (:data:`XLA_OPTIONS`), passed as ``compiler_options`` to every
+``jax.jit`` made while the variant's steps are built (its own program, in the same process as the others):
+
+- ``no_command_buffers``: every kernel launched on its own, instead of runs of them recorded into CUDA graphs;
+- ``command_buffers_min_1``: CUDA graphs of any length, not only of XLA's default minimum;
+- ``runtime_fusion``: cuDNN's runtime-compiled fusion of convolutions with the elementwise ops around them.
+
+These change how the host launches the step and which kernels cuDNN gets, never the arithmetic: each round
+also records ``dispatch_ms``, the host's median time inside the step's call in the in-flight loop. A variant
+whose program fails to build (an option this jaxlib does not know) is recorded as ``failed`` and skipped.
+
 Why rounds: the first loan of this probe timed the variants one after the other, and the same FTL step
 drifted from 28.4 to 32 ms within 20 steps (RESULTS section 6), more than any variant's effect. So every
 (variant, model) program is built and compiled first; then ``--rounds`` rounds time each of them in turn
@@ -92,7 +103,24 @@ def variants() -> dict:
         return stack
 
     made = {name: lambda pairs=pairs: context(pairs) for name, pairs in swaps.items()}
-    return {"base": contextlib.nullcontext, **made}
+    compiled = {name: lambda options=options: compiler_options(options) for name, options in XLA_OPTIONS.items()}
+    return {"base": contextlib.nullcontext, **made, **compiled}
+
+
+# Variant name -> XLA compiler options (GPU ones: XLA:CPU accepts and ignores them, as for any backend).
+XLA_OPTIONS = {"no_command_buffers": {"xla_gpu_enable_command_buffer": ""},
+               "command_buffers_min_1": {"xla_gpu_graph_min_graph_size": 1},
+               "runtime_fusion": {"xla_gpu_use_runtime_fusion": True}}
+
+
+def compiler_options(options: dict):
+    """A context in which every ``jax.jit`` compiles with ``options`` (XLA compiler options; an option the
+    call names itself wins)."""
+    import functools
+
+    import jax
+
+    return patched(jax, "jit", functools.partial(jax.jit, compiler_options=options))
 
 
 def time_train_step(model: str, args, context=contextlib.nullcontext) -> dict:
@@ -122,13 +150,17 @@ def build(model: str, args, context=contextlib.nullcontext) -> dict:
 
 def time_round(built: dict, args) -> dict:
     """One round of ``built``'s steps: the median of ``args.steps`` synced steps, then as many in flight."""
+    import statistics
+
     import ttlx_side
 
     timing = protocol.time_steps(built["step"], warmup=2, steps=args.steps)
-    in_flight = ttlx_side.in_flight_seconds(built["steps"].train, built["state"], built["batch"], args.steps)
+    dispatch = []
+    in_flight = ttlx_side.in_flight_seconds(built["steps"].train, built["state"], built["batch"], args.steps,
+                                            dispatch=dispatch)
     return {"synced_img_s": protocol.images_per_second(args.batch_size, timing),
             "in_flight_img_s": args.batch_size / in_flight, "synced_ms": timing["median_s"] * 1e3,
-            "in_flight_ms": in_flight * 1e3}
+            "in_flight_ms": in_flight * 1e3, "dispatch_ms": statistics.median(dispatch) * 1e3}
 
 
 def rotated(items: list, shift: int) -> list:
@@ -203,9 +235,15 @@ def main() -> None:
     built = {}
     for name in args.variants:
         for model in args.models:
-            built[name, model] = build(model, args, contexts[name])
+            try:
+                built[name, model] = build(model, args, contexts[name])
+            except Exception as error:  # noqa: BLE001 - one variant's failure must not cost the loan the others
+                emit(kind="failed", variant=name, model=model, error=f"{type(error).__name__}: {error}"[:2000])
+                continue
             emit(kind="built", variant=name, model=model, first_loss=built[name, model]["first_loss"],
                  first_s=built[name, model]["first_s"])
+    variants_built = [name for name in args.variants if all((name, model) in built for model in args.models)]
+    built = {key: value for key, value in built.items() if key[0] in variants_built}
     rounds = []
     with performance.heap_frozen():  # as ttlx train's epochs run (RESULTS section 8)
         for index in range(args.rounds):
@@ -213,7 +251,7 @@ def main() -> None:
                 rounds.append({"round": index, "variant": name, "model": model,
                                **time_round(built[name, model], args)})
                 emit(kind="round", **rounds[-1])
-    summaries = [summarize(rounds, name, args.models) for name in args.variants]
+    summaries = [summarize(rounds, name, args.models) for name in variants_built]
     for summary in summaries:
         emit(kind="summary", **summary)
     print_table(summaries, args.models)

@@ -320,7 +320,32 @@ def test_variant_probe_variants_compute_what_they_replace(monkeypatch):
             now = (layers.batch_moments, performance._is_stem, layers.max_pool_3x3_s2)
             swapped[name] = {i for i in range(3) if now[i] is not originals[i]}
         assert (layers.batch_moments, performance._is_stem, layers.max_pool_3x3_s2) == originals, name
-    assert swapped == {"base": set(), "two_pass_bn": {0}, "plain_stem": {1}, "jax_pool": {2}, "before": {0, 1, 2}}
+    assert swapped == {"base": set(), "two_pass_bn": {0}, "plain_stem": {1}, "jax_pool": {2}, "before": {0, 1, 2},
+                       **{name: set() for name in variant_probe.XLA_OPTIONS}}
+
+
+def test_variant_probe_compiler_option_variants_reach_xla_and_are_undone():
+    """Every jit made inside an options variant compiles with its options: each shipped variant's options are
+    ones this jaxlib knows (a misspelt one would fail the loan's build), an unknown option reaches XLA and is
+    refused, and ``jax.jit`` is restored afterwards."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import variant_probe
+
+    original = jax.jit
+    contexts = variant_probe.variants()
+    assert set(variant_probe.XLA_OPTIONS) <= set(contexts)
+    for name in variant_probe.XLA_OPTIONS:
+        with contexts[name]():
+            plus_one = jax.jit(lambda x: x + 1)
+        assert jax.jit is original, name
+        np.testing.assert_array_equal(plus_one(jnp.ones(2)), 2.0)  # compiles here, after the context
+    with variant_probe.compiler_options({"xla_no_such_option": 1}):
+        broken = jax.jit(lambda x: x + 1)
+    with pytest.raises(Exception, match="xla_no_such_option"):
+        broken(jnp.ones(2))
+    assert jax.jit is original
 
 
 def test_variant_probe_rounds_keep_each_variants_program_and_pair_ratios_within_rounds():
@@ -336,6 +361,7 @@ def test_variant_probe_rounds_keep_each_variants_program_and_pair_ratios_within_
     timing = variant_probe.time_round(built, args)
     assert built["steps"].train._cache_size() == 1  # and not traced again outside it
     assert timing["synced_img_s"] > 0 and timing["in_flight_img_s"] > 0
+    assert 0 < timing["dispatch_ms"] <= timing["in_flight_ms"] * 2
     rounds = [{"round": 0, "variant": "v", "model": "a", "synced_img_s": 6.0, "in_flight_img_s": 9.0},
               {"round": 0, "variant": "v", "model": "b", "synced_img_s": 4.0, "in_flight_img_s": 6.0},
               {"round": 1, "variant": "v", "model": "a", "synced_img_s": 2.0, "in_flight_img_s": 3.0},
@@ -345,6 +371,44 @@ def test_variant_probe_rounds_keep_each_variants_program_and_pair_ratios_within_
     assert summary["synced_ratio"] == 1.25 and summary["synced_ratio_range"] == [1.0, 1.5]
     assert summary["a synced_img_s"] == 4.0 and summary["b in_flight_img_s"] == 4.5
     assert variant_probe.rotated([1, 2, 3], 4) == [2, 3, 1]
+
+
+def test_variant_probe_records_a_variant_that_fails_to_build_and_times_the_others(tmp_path, monkeypatch):
+    """A loan must not lose the other variants to one whose options this jaxlib refuses."""
+    import types
+
+    import jax
+    import jax.numpy as jnp
+    import variant_probe
+
+    def build(model, args, context):
+        with context():
+            train = jax.jit(lambda s, batch: ({"w": s["w"] + batch}, jnp.sum(s["w"])))
+            state = {"train": {"w": jnp.zeros(3)}}
+            state["train"], loss = train(state["train"], jnp.ones(3))  # compiles inside the variant
+
+        def step():
+            state["train"], loss = train(state["train"], jnp.ones(3))
+            loss.block_until_ready()
+
+        return {"step": step, "steps": types.SimpleNamespace(train=train), "state": state, "batch": jnp.ones(3),
+                "first_loss": float(loss), "first_s": 0.0}
+
+    from ttlx import performance
+
+    monkeypatch.setattr(performance, "configure_process", dict)  # keep this test process's settings as they are
+    monkeypatch.setattr(variant_probe, "build", build)
+    monkeypatch.setitem(variant_probe.XLA_OPTIONS, "runtime_fusion", {"xla_no_such_option": True})
+    out = tmp_path / "probe.jsonl"
+    monkeypatch.setattr(sys, "argv", ["variant_probe.py", "--out", str(out), "--variants", "base", "runtime_fusion",
+                                      "--rounds", "2", "--steps", "2"])
+    variant_probe.main()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    failed = [r for r in records if r["kind"] == "failed"]
+    assert {r["model"] for r in failed} == {"resnet50-ttl2", "resnet50-ftl"}
+    assert all(r["variant"] == "runtime_fusion" and "xla_no_such_option" in r["error"] for r in failed)
+    assert {(r["variant"], r["round"]) for r in records if r["kind"] == "round"} == {("base", 0), ("base", 1)}
+    assert [r["variant"] for r in records if r["kind"] == "summary"] == ["base"]
 
 
 def test_dispatch_probe_runs_each_step_once_per_loop_and_times_the_state_in_both_forms():
