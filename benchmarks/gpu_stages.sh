@@ -4,7 +4,8 @@
 # `python benchmarks/run.py` (bfloat16, batch 128 on a GPU); one interpreter holds both sides here.
 #   bash benchmarks/gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]
 # With no STAGE, all of them in the order below; name some to run only those, in the order given
-# (a short loan spends its minutes on what is still unmeasured). Two stages run only when named:
+# (a short loan spends its minutes on what is still unmeasured). These run only when named:
+# `resnet50_bs64`, `resnet50_targets` at the reference recipe's batch of 64 (`ttlx train`'s default),
 # `profile`, one traced step each of ResNet50 FTL and TTL-2 through `benchmarks/step_ops.py` (op times per
 # kind and feature-map size, the raw traces and optimized HLO kept in OUT_DIR/profile-MODEL), and
 # `variants`, `benchmarks/variant_probe.py`: ttlx against the formulations it replaced on accelerators
@@ -29,6 +30,7 @@ shift $(( $# < 2 ? $# : 2 ))
 declare -A args=(
     [resnet50_targets]="--only train_step --models resnet50-ftl resnet50-ttl2"
     [resnet50_ttl1]="--only train_step --models resnet50-ttl1"
+    [resnet50_bs64]="--only train_step --models resnet50-ftl resnet50-ttl2 --batch-size 64"
     [memory_startup]="--only memory startup"
     [densenet201_train]="--only train_step --models densenet201-ftl"
     [latency]="--only latency --models resnet50-ftl resnet50-ttl2 densenet201-ftl"
@@ -47,7 +49,7 @@ stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${order[@]}")
 for name in "${stages[@]}"; do
     if [ -z "${args[$name]+set}" ]; then
-        echo "unknown stage '$name'; choose from: ${order[*]} profile variants pipeline_host train_e2e dispatch prefetch between_epochs xla_options" >&2
+        echo "unknown stage '$name'; choose from: ${order[*]} resnet50_bs64 profile variants pipeline_host train_e2e dispatch prefetch between_epochs xla_options" >&2
         exit 2
     fi
 done
