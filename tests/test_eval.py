@@ -14,6 +14,7 @@ from ttlx.config import EvalConfig
 from ttlx.errors import ConfigError, UserError
 from ttlx.evaluate import evaluate_run
 from ttlx.metrics import bootstrap_intervals, classification_metrics, epoch_metrics, probabilities
+from ttlx.predictions import prediction_rows, read_predictions, write_predictions
 from ttlx.run_dir import RunDir
 
 LABELS = np.array([0, 0, 1, 1, 1, 2, 2, 0])
@@ -93,6 +94,17 @@ def test_evaluating_the_validation_split_reproduces_the_logged_best_epoch(finish
     assert json.loads((finished_run / "eval_val.json").read_text())["accuracy"] == result["accuracy"]
     assert (finished_run / "confusion_val.png").is_file()
     assert np.sum(result["confusion_matrix"]) == 24 == result["num_examples"]
+    # the per-image rows: every image once, in the split's order, and the metrics computed again from them
+    assert result["predictions"] == "predictions_val.csv"
+    rows = read_predictions(finished_run / "predictions_val.csv")
+    labels = np.arange(24) % 3  # FakeData's val labels
+    assert list(rows["id"]) == [f"img{i}" for i in range(24)]
+    assert list(rows["label"]) == [f"class{c}" for c in labels]
+    probs = np.stack([rows[f"prob_class{c}"] for c in range(3)], axis=1)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    assert list(rows["predicted"]) == [f"class{c}" for c in probs.argmax(axis=1)]
+    assert np.mean(probs.argmax(axis=1) == labels) == pytest.approx(result["accuracy"])
+    assert skm.roc_auc_score(labels, probs, multi_class="ovr") == pytest.approx(result["auroc"], abs=1e-6)
 
 
 def test_test_split_evaluation_holds_intervals_and_cost(finished_run, tinynet):
@@ -111,3 +123,20 @@ def test_bad_eval_requests_name_the_choices(finished_run, tmp_path):
         evaluate_run(EvalConfig(run_dir=str(finished_run), split="holdout"), data=FakeData())
     with pytest.raises(UserError, match=r"is not a ttlx run dir \(no config\.json\)"):
         evaluate_run(EvalConfig(run_dir=str(tmp_path)), data=FakeData())
+
+
+def test_multilabel_predictions_hold_each_findings_label_and_probability(tmp_path):
+    labels = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    probs = np.array([[0.9, 0.2], [0.4, 0.7], [0.3, 0.6]])
+    path = write_predictions(tmp_path / "p.csv", ["a/1.jpg", "b,2.jpg", "c"], labels, probs, ["No Finding", "y"],
+                             multilabel=True)
+    assert path.read_text().splitlines()[0] == "id,label_No Finding,label_y,prob_No Finding,prob_y"
+    rows = read_predictions(path)
+    assert list(rows["id"]) == ["a/1.jpg", "b,2.jpg", "c"]  # a comma in an id survives the round trip
+    np.testing.assert_array_equal(np.stack([rows["label_No Finding"], rows["label_y"]], 1), labels)
+    np.testing.assert_allclose(np.stack([rows["prob_No Finding"], rows["prob_y"]], 1), probs, rtol=1e-9)
+
+
+def test_predictions_of_different_lengths_are_refused():
+    with pytest.raises(ValueError, match=r"^2 ids, 3 labels and probabilities of shape \(3, 2\) do not describe"):
+        prediction_rows(["a", "b"], [0, 1, 1], np.full((3, 2), 0.5), ["n", "p"], multilabel=False)

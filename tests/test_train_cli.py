@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 from ttlx.cli import app
+from ttlx.predictions import read_predictions
 
 
 def run_cli(*args: str):
@@ -25,6 +28,11 @@ def test_train_with_original_spellings_then_test_then_eval(digits_dir, tmp_path,
     assert [m["epoch"] for m in metrics] == [1]
     evaluation = json.loads((workdir / "eval_test.json").read_text())
     assert evaluation["num_examples"] == 359 and len(evaluation["per_class"]) == 10
+    # one row per test image, in the split file's order, with the file's labels
+    split = list(csv.DictReader((Path(digits_dir) / "digits" / "splits" / "exp1" / "test.csv").open()))
+    rows = read_predictions(workdir / evaluation["predictions"])
+    assert list(rows["id"]) == [row["id"] for row in split]
+    assert list(rows["label"]) == [row["label"] for row in split]
     assert "accuracy" in result.stdout and "95% CI" in result.stdout
     # the original test command on a finished run evaluates it again instead of refusing
     (workdir / "eval_test.json").unlink()

@@ -1,7 +1,8 @@
 """Evaluation of a run dir: metrics with bootstrap intervals, a confusion matrix and the model's cost.
 
 ``evaluate_run`` rebuilds the run's model from ``config.json``, loads its ``best`` (or ``latest``)
-checkpoint, predicts one split, and writes ``eval_<split>.json`` and ``confusion_<split>.png``.
+checkpoint, predicts one split, and writes ``eval_<split>.json``, ``confusion_<split>.png`` and the
+per-image ``predictions_<split>.csv`` (:mod:`ttlx.predictions`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def evaluate_run(cfg: EvalConfig, *, data=None, console: Console | None = None, 
     if not info.multilabel:
         result["confusion_matrix"] = confusion_matrix(predictions.labels, probs).tolist()
     if jax.process_index() == 0:
+        result["predictions"] = write_predictions_of(run.path, cfg.split, predictions, probs, info)
         write_json_atomic(run.path / f"eval_{cfg.split}.json", result)
         if not info.multilabel:
             draw_confusion(np.asarray(result["confusion_matrix"]), info.classes,
@@ -63,6 +65,19 @@ def evaluate_run(cfg: EvalConfig, *, data=None, console: Console | None = None, 
         if show:
             print_result(result, console or Console())
     return result
+
+
+def write_predictions_of(run_dir: Path, split: str, predictions, probs: np.ndarray, info) -> str | None:
+    """Write ``predictions_<split>.csv`` (:mod:`ttlx.predictions`); its file name, or None where the ids are
+    unknown (several processes: each saw only its part of the split)."""
+    from ttlx.predictions import predictions_path, write_predictions
+
+    path = predictions_path(run_dir, split)
+    if predictions.ids is None:
+        path.unlink(missing_ok=True)  # an earlier evaluation's rows would not be this one's
+        return None
+    write_predictions(path, predictions.ids, predictions.labels, probs, info.classes, info.multilabel)
+    return path.name
 
 
 def load_run_model(run_dir: Path, model_cfg: ModelConfig, which: str):
@@ -153,3 +168,5 @@ def print_result(result: dict, console: Console) -> None:
     parts += [f"{key} {cost[key]:.3f}" for key in ("gmacs", "gmacs_ptflops", "latency_ms")
               if cost[key] is not None]
     console.print("cost: " + ", ".join(parts))
+    if result.get("predictions"):
+        console.print(f"per-image predictions: {Path(result['run_dir']) / result['predictions']}")

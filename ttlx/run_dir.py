@@ -231,9 +231,14 @@ def check_same_run(run: RunDir, cfg: TrainConfig, model_cfg: ModelConfig) -> Non
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write ``path`` whole or not at all: a temporary file renamed over it (removed if writing fails)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a temporary file renamed over it (removed if writing fails)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

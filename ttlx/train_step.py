@@ -133,22 +133,31 @@ def model_part(state: dict) -> dict:
 
 @dataclass
 class Predictions:
-    """Logits and labels of one pass over an evaluation loader (padding removed), and the mean loss."""
+    """Logits and labels of one pass over an evaluation loader (padding removed), and the mean loss.
+
+    ``ids``: each example's id, in the same order, where one process saw every example (None with several
+    processes: each holds only its part of every batch)."""
 
     logits: np.ndarray
     labels: np.ndarray
     loss: float
+    ids: np.ndarray | None = None
 
 
 def predict(evaluate: Callable, model_state: dict, loader, mesh: Mesh) -> Predictions:
     """Run ``evaluate`` over every batch of ``loader``; the loss is the weighted mean over all examples."""
-    logits, labels, numerators, denominators = [], [], [], []
+    logits, labels, ids, numerators, denominators = [], [], [], [], []
+    whole = jax.process_count() == 1
     for batch in loader:
         out_logits, out_labels, mask, numerator, denominator = evaluate(model_state, shard_batch(batch, mesh))
         keep = to_host(mask) > 0
         logits.append(to_host(out_logits)[keep])
         labels.append(to_host(out_labels)[keep])
+        whole = whole and "id" in batch
+        if whole:
+            ids.append(np.asarray(batch["id"]).astype(str)[keep])
         numerators.append(numerator)
         denominators.append(denominator)
     loss = float(np.sum(jax.device_get(numerators)) / np.sum(jax.device_get(denominators)))
-    return Predictions(np.concatenate(logits), np.concatenate(labels), loss)
+    return Predictions(np.concatenate(logits), np.concatenate(labels), loss,
+                       np.concatenate(ids) if whole and ids else None)
