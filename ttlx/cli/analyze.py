@@ -1,4 +1,4 @@
-"""``ttlx analyze cost|svcca|gradcam``: measure a model or a run."""
+"""``ttlx analyze cost|svcca|gradcam|paired``: measure a model or a run, or compare two runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import typer
 
 from ttlx.cli.base import app, compiling_command, print_json, user_errors
 
-analyze_app = typer.Typer(help="Measure a model: cost, SVCCA, Grad-CAM.", no_args_is_help=True)
+analyze_app = typer.Typer(help="Measure a model: cost, SVCCA, Grad-CAM; compare two runs.",
+                          no_args_is_help=True)
 app.add_typer(analyze_app, name="analyze")
 
 
@@ -110,3 +111,32 @@ def analyze_gradcam(
     written = gradcam_of_run(run_dir, split=split, count=n, paths=images or (), layer=layer, out=out,
                              data_dir=data_dir, checkpoint=checkpoint)
     typer.echo(f"Wrote {len(written)} overlay PNG(s) and gradcam.json to {written[0].parent}")
+
+
+@analyze_app.command("paired")
+@user_errors
+def analyze_paired(
+    run_a: Annotated[Path, typer.Argument(help="Run dir (or predictions CSV) A, e.g. FTL.")],
+    run_b: Annotated[Path, typer.Argument(help="Run dir (or predictions CSV) B, e.g. TTL-2.")],
+    split: Annotated[str, typer.Option(help="The evaluated split both runs' predictions come from.")] = "test",
+    bootstrap: Annotated[int, typer.Option(help="Paired resamples of the images.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+):
+    """B minus A on the same images: each metric's difference, 95% paired bootstrap interval and p-value."""
+    from ttlx.analysis.paired import paired_comparison
+    from ttlx.report import print_rows
+
+    result = paired_comparison(run_a, run_b, split=split, resamples=bootstrap, seed=seed)
+    if json_out:
+        print_json(result)
+        return
+    def p_value(p: float) -> str:  # no resampled difference beyond zero: p is below the resampling's floor
+        return f"<= {p:.3g}" if p * bootstrap <= 1 else f"{p:.3g}"
+
+    rows = [{"metric": key, "A": f"{m['a']:.4f}", "B": f"{m['b']:.4f}", "B - A": f"{m['difference']:+.4f}",
+             "95% CI": f"{m['ci'][0]:+.4f} to {m['ci'][1]:+.4f}", "p": p_value(m["p_value"])}
+            for key, m in result["metrics"].items()]
+    print_rows(rows, title=f"B minus A on the same {result['num_examples']} {split} images "
+                           f"({bootstrap} paired resamples)")
+    typer.echo(f"A: {result['a']}\nB: {result['b']}")
