@@ -33,6 +33,7 @@ def test_train_with_original_spellings_then_test_then_eval(digits_dir, tmp_path,
     rows = read_predictions(workdir / evaluation["predictions"])
     assert list(rows["id"]) == [row["id"] for row in split]
     assert list(rows["label"]) == [row["label"] for row in split]
+    assert f"per-image predictions: {workdir / 'predictions_test.csv'}\n" in result.stdout  # whole, to copy
     assert "accuracy" in result.stdout and "95% CI" in result.stdout
     # the original test command on a finished run evaluates it again instead of refusing
     (workdir / "eval_test.json").unlink()

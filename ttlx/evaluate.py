@@ -169,4 +169,6 @@ def print_result(result: dict, console: Console) -> None:
               if cost[key] is not None]
     console.print("cost: " + ", ".join(parts))
     if result.get("predictions"):
-        console.print(f"per-image predictions: {Path(result['run_dir']) / result['predictions']}")
+        # soft wrap: a path that does not fit stays whole, to copy from the terminal
+        console.print(f"per-image predictions: {Path(result['run_dir']) / result['predictions']}", soft_wrap=True,
+                      markup=False, highlight=False)
