@@ -108,7 +108,7 @@ def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, classes, multilab
 
 
 def paired_bootstrap(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, classes,
-                     multilabel: bool = False, *, resamples: int = 2000, seed: int = 0,
+                     multilabel: bool = False, *, resamples: int = 1000, seed: int = 0,
                      level: float = 0.95) -> dict[str, dict[str, float | list[float]]]:
     """B minus A for each summary metric of two models' predictions on the same images, with a paired
     percentile interval and a two-sided bootstrap p-value.

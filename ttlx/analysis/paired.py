@@ -54,7 +54,7 @@ def labels_and_probabilities(columns: dict[str, np.ndarray]) -> tuple[list[str],
     return classes, multilabel, labels, probs
 
 
-def paired_comparison(run_a: str | Path, run_b: str | Path, *, split: str = "test", resamples: int = 2000,
+def paired_comparison(run_a: str | Path, run_b: str | Path, *, split: str = "test", resamples: int = 1000,
                       seed: int = 0) -> dict:
     """B minus A for every summary metric, with 95% paired bootstrap intervals and p-values."""
     from ttlx.analysis.runs import SPLITS

@@ -119,7 +119,7 @@ def analyze_paired(
     run_a: Annotated[Path, typer.Argument(help="Run dir (or predictions CSV) A, e.g. FTL.")],
     run_b: Annotated[Path, typer.Argument(help="Run dir (or predictions CSV) B, e.g. TTL-2.")],
     split: Annotated[str, typer.Option(help="The evaluated split both runs' predictions come from.")] = "test",
-    bootstrap: Annotated[int, typer.Option(help="Paired resamples of the images.")] = 2000,
+    bootstrap: Annotated[int, typer.Option(help="Paired resamples of the images.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ):
@@ -135,7 +135,7 @@ def analyze_paired(
         return f"<= {p:.3g}" if p * bootstrap <= 1 else f"{p:.3g}"
 
     rows = [{"metric": key, "A": f"{m['a']:.4f}", "B": f"{m['b']:.4f}", "B - A": f"{m['difference']:+.4f}",
-             "95% CI": f"{m['ci'][0]:+.4f} to {m['ci'][1]:+.4f}", "p": p_value(m["p_value"])}
+             "95% CI": f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]", "p": p_value(m["p_value"])}
             for key, m in result["metrics"].items()]
     print_rows(rows, title=f"B minus A on the same {result['num_examples']} {split} images "
                            f"({bootstrap} paired resamples)")
