@@ -140,3 +140,37 @@ def test_multilabel_predictions_hold_each_findings_label_and_probability(tmp_pat
 def test_predictions_of_different_lengths_are_refused():
     with pytest.raises(ValueError, match=r"^2 ids, 3 labels and probabilities of shape \(3, 2\) do not describe"):
         prediction_rows(["a", "b"], [0, 1, 1], np.full((3, 2), 0.5), ["n", "p"], multilabel=False)
+
+
+def test_worker_processes_score_the_same_resamplings(monkeypatch):
+    """The bootstrap's resamplings are drawn in one process, in order: scoring them in worker processes
+    gives the very values of one process."""
+    from ttlx.metrics import resampled_metrics
+
+    monkeypatch.delenv("TTLX_BOOTSTRAP_WORKERS", raising=False)
+    rng = np.random.default_rng(5)
+    labels, probs = rng.integers(0, 3, 50), rng.dirichlet([1, 1, 1], 50)
+    alone = list(resampled_metrics(labels, [probs, probs[::-1]], ["a", "b", "c"], False, resamples=9, seed=1,
+                                   workers=1))
+    shared = list(resampled_metrics(labels, [probs, probs[::-1]], ["a", "b", "c"], False, resamples=9, seed=1,
+                                    workers=2))
+    assert len(alone) == 9 and shared == alone
+    assert set(alone[0][0]) == {"accuracy", "balanced_accuracy", "auroc", "auprc", "auprc_trapz"}
+
+
+def test_bootstrap_workers_follow_the_setting_or_the_cores(monkeypatch):
+    import os
+
+    from ttlx.config import check_bootstrap
+    from ttlx.metrics import bootstrap_workers
+
+    monkeypatch.delenv("TTLX_BOOTSTRAP_WORKERS", raising=False)
+    assert bootstrap_workers(199) == 1  # too little work to start processes for
+    assert bootstrap_workers(1000) == min(len(os.sched_getaffinity(0)), 8)
+    monkeypatch.setenv("TTLX_BOOTSTRAP_WORKERS", "3")
+    assert bootstrap_workers(10) == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("TTLX_BOOTSTRAP_WORKERS", bad)
+        with pytest.raises(ConfigError, match=rf"^TTLX_BOOTSTRAP_WORKERS must be a whole number of at least 1, "
+                                              rf"got '{bad}'\.$"):
+            check_bootstrap(100)  # every command with intervals checks it before it starts

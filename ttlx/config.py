@@ -96,8 +96,25 @@ def check_bool(value: Any, flag: str) -> None:
 
 
 def check_bootstrap(value: Any) -> None:
-    """``--bootstrap``: resamples for the confidence intervals, 0 for none."""
+    """``--bootstrap``: resamples for the confidence intervals, 0 for none (and ``$TTLX_BOOTSTRAP_WORKERS``)."""
     check_int(value, "--bootstrap", 0, what="0 (no intervals) or a number of resamples")
+    bootstrap_workers_setting()
+
+
+BOOTSTRAP_WORKERS_ENV = "TTLX_BOOTSTRAP_WORKERS"
+
+
+def bootstrap_workers_setting() -> int | None:
+    """``$TTLX_BOOTSTRAP_WORKERS``: processes that score the bootstrap's resamplings (None where unset;
+    ``ttlx.metrics.bootstrap_workers`` then chooses)."""
+    import os
+
+    value = os.environ.get(BOOTSTRAP_WORKERS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{BOOTSTRAP_WORKERS_ENV} must be a whole number of at least 1, got '{value}'.")
+    return int(value)
 
 
 def check_seed(value: Any) -> None:
