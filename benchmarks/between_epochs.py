@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     epochs = timed_run(train_args)
+    if not epochs:
+        raise SystemExit("ttlx train finished no epoch (its message is above); nothing to report.")
     out = {"train_args": train_args, "epochs": epochs, "median_after_first": summary(epochs)}
     for number, epoch in enumerate(epochs, 1):
         host = "  ".join(f"{name} {ms:.2f}" for name, ms in epoch["step_ms"].items())
