@@ -89,7 +89,9 @@ class FakeData:
         self.multilabel, self.name, self.noise = multilabel, name, noise
 
     def dataset_info(self, dataset: str, data_dir=None) -> DatasetInfo:
-        return DatasetInfo(self.name, self.classes, self.multilabel, 3)
+        # stored as ttlx prepare stores a lossless RGB set at its own size (ttlx.data.stored_form)
+        return DatasetInfo(self.name, self.classes, self.multilabel, 3,
+                           {"channels": 3, "encoding": "png", "max_size": 0, "pad_square": False})
 
     def split(self, split: str, image_size: int):
         rng = np.random.default_rng(SPLIT_SEEDS[split])

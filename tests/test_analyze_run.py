@@ -43,7 +43,7 @@ def test_gradcam_of_image_files(finished_run, tmp_path):
     with pytest.raises(DataError, match=r"missing.png does not exist; check the path\."):
         gradcam_of_run(finished_run, paths=[tmp_path / "missing.png"])
     (tmp_path / "text.png").write_text("not an image")
-    with pytest.raises(DataError, match=r"text.png is not a readable image; pass PNG or JPEG files\."):
+    with pytest.raises(DataError, match=r"text.png is not a readable image \(.+\); pass PNG or JPEG files\.$"):
         gradcam_of_run(finished_run, paths=[tmp_path / "text.png"])
 
 

@@ -60,12 +60,31 @@ def write_predictions(path: Path, ids, labels, probs, classes, multilabel: bool)
     return path
 
 
+def write_file_predictions(path: Path, files, probs, classes, multilabel: bool) -> Path:
+    """``ttlx predict``'s table: ``file``, then (single-label) ``predicted``, then ``prob_<class>`` for every
+    class; written whole or not at all."""
+    probs, classes = np.asarray(probs, np.float64), list(classes)
+    if len(files) != len(probs) or probs.shape[1:] != (len(classes),):
+        raise ValueError(f"{len(files)} files and probabilities of shape {probs.shape} do not describe the same "
+                         f"images of {len(classes)} classes.")
+    header = ["file", *([] if multilabel else ["predicted"]), *[f"prob_{name}" for name in classes]]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for file, row in zip(files, probs):
+        best = [] if multilabel else [classes[int(row.argmax())]]
+        writer.writerow([str(file), *best, *(f"{p:.9g}" for p in row)])
+    write_text_atomic(path, buffer.getvalue())
+    return path
+
+
 def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
-    """A predictions CSV as columns: ``id`` (and ``label``/``predicted``) as strings, the rest as numbers."""
+    """A predictions CSV (``ttlx eval``'s or ``ttlx predict``'s) as columns: ``id`` or ``file`` (and ``label``,
+    ``predicted``) as strings, the rest as numbers."""
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
         columns = list(zip(*reader)) or [()] * len(header)
-    text = {"id", "label", "predicted"}
+    text = {"id", "file", "label", "predicted"}
     return {name: np.asarray(values, dtype=str if name in text else np.float64)
             for name, values in zip(header, columns)}

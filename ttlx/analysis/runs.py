@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ttlx.config import ModelConfig, TrainConfig
-from ttlx.errors import ConfigError, DataError
+from ttlx.errors import ConfigError, DataError, UserError
 
 SPLITS = ("train", "val", "test")
 
@@ -102,7 +102,8 @@ def gradcam_of_run(run_dir, *, split: str = "test", count: int = 8, paths=(), la
         raise ConfigError(f"--n must be at least 1, got {count}.")
     run = open_run(run_dir)
     if paths:
-        images, ids, labels = image_files(paths, run.model.image_size), [str(p) for p in paths], None
+        form = stored_form(run, data_dir)
+        images, ids, labels = image_files(paths, run.model.image_size, form), [str(p) for p in paths], None
     else:
         loader = split_loader(run, split, batch_size=min(count, 32), data_dir=data_dir, data=data)
         images, ids, labels = first_examples(loader, count)
@@ -135,17 +136,43 @@ def first_examples(loader, count: int) -> tuple[np.ndarray, list[str], np.ndarra
     return np.concatenate(images)[:count], ids[:count], np.concatenate(labels)[:count]
 
 
-def image_files(paths, image_size: int) -> np.ndarray:
-    """Image files through the eval transform (resize, centre crop) and ImageNet normalisation."""
+def image_files(paths, image_size: int, form) -> np.ndarray:
+    """Image files as the run's network saw its images: stored as its dataset was (``form``, a
+    :class:`ttlx.data.stored_form.StoredForm`), then the eval transform and ImageNet normalisation."""
     from ttlx.data.augment import eval_transform, normalize
 
-    transform = eval_transform(image_size)
-    arrays = []
-    for path in map(Path, paths):
-        try:
-            arrays.append(transform(path.read_bytes()))
-        except FileNotFoundError:
-            raise DataError(f"The image {path} does not exist; check the path.") from None
-        except OSError:
-            raise DataError(f"{path} is not a readable image; pass PNG or JPEG files.") from None
-    return normalize(np.stack(arrays))
+    return normalize(np.stack([stored_image_file(path, image_size, form, eval_transform(image_size))
+                               for path in paths]))
+
+
+def stored_image_file(path, image_size: int, form, transform=None) -> np.ndarray:
+    """One image file through ``form.store`` and the eval transform, as uint8 [S, S, 3]; a DataError naming
+    the file when it is missing or not an image."""
+    from ttlx.data.augment import eval_transform
+    from ttlx.data.images import BadImage
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"The image {path} does not exist; check the path.")
+    try:
+        return (transform or eval_transform(image_size))(form.store(path))
+    except BadImage as err:
+        raise DataError(f"{path} is not a readable image ({err}); pass PNG or JPEG files.") from None
+
+
+def stored_form(run: Run, data_dir=None):
+    """How the run's dataset stored its images: from ``config.json``, or (runs trained before ttlx recorded
+    it) from the prepared dataset; a DataError saying what to pass when neither is there."""
+    from ttlx.data.stored_form import StoredForm
+
+    if run.dataset.get("stored"):
+        return StoredForm.from_dict(run.dataset["stored"])
+    from ttlx.data import pipeline
+
+    try:
+        stored = pipeline.dataset_info(run.train.dataset, data_dir or run.train.data_dir).stored
+    except (UserError, KeyError) as err:
+        raise DataError(f"{run.path} does not record how its dataset stored the images, and the prepared "
+                        f"dataset is not at hand ({err}); pass --data-dir with the prepared "
+                        f"'{run.train.dataset}'.") from None
+    return StoredForm.from_dict(stored)

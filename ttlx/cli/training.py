@@ -124,3 +124,29 @@ def _evaluate(cfg, json_out: bool) -> None:
     result = evaluate_run(cfg, show=not json_out)
     if json_out:
         print_json(result)
+
+
+@app.command()
+@user_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run dir written by `ttlx train`.")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files, or folders searched for them.")],
+    out: Annotated[Path | None, typer.Option(help="CSV to write (default RUN_DIR/predictions_files.csv).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best (lowest validation loss) or latest.")] = "best",
+    bs: Annotated[int, typer.Option("--bs", help="Images per forward pass.")] = 32,
+    data_dir: Annotated[Path | None, typer.Option(help="Prepared data, for runs that predate ttlx recording "
+                                                       "how their images were stored.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+):
+    """Class probabilities of image files from a trained run, one CSV row per file."""
+    compiling_command()
+    from ttlx.predict_files import predict_files
+
+    path, summary = predict_files(run_dir, paths, out=out, checkpoint=checkpoint, batch_size=bs, data_dir=data_dir)
+    if json_out:
+        print_json({"predictions": str(path), **summary})
+        return
+    kind = "with probability above 0.5" if summary["multilabel"] else "predicted"
+    counts = ", ".join(f"{name} {n}" for name, n in summary["predicted"].items() if n) or "none"
+    typer.echo(f"{summary['files']} file(s); {kind}: {counts}")
+    typer.echo(f"Wrote {path}")

@@ -31,6 +31,7 @@ class DatasetInfo:
     classes: tuple[str, ...]  # class names (for multi-label: the findings)
     multilabel: bool  # True for CheXpert-style multi-hot labels
     channels: int  # 1 or 3 as stored (the pipeline always yields 3-channel RGB)
+    stored: dict | None = None  # how prepare stored each image (ttlx.data.stored_form.StoredForm.to_dict)
 
 
 def _prepared(dataset: str, data_dir: str | Path | None) -> Prepared:
@@ -41,8 +42,11 @@ def _prepared(dataset: str, data_dir: str | Path | None) -> Prepared:
 
 def dataset_info(dataset: str, data_dir: str | Path | None = None) -> DatasetInfo:
     """Metadata of a prepared dataset; raises DataError when it is not prepared in ``data_dir``."""
+    from ttlx.data.stored_form import StoredForm
+
     prepared = _prepared(dataset, data_dir)
-    return DatasetInfo(prepared.name, prepared.classes, prepared.multilabel, int(prepared.meta["channels"]))
+    return DatasetInfo(prepared.name, prepared.classes, prepared.multilabel, int(prepared.meta["channels"]),
+                       StoredForm.of_prepared(prepared.meta).to_dict())
 
 
 def class_weights(dataset: str, data_dir: str | Path | None = None, *, exp: int = 1, sub: int = 100) -> np.ndarray:

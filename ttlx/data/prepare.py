@@ -154,6 +154,7 @@ def _build(work: Path, name: str, spec: DatasetSpec, catalog: Catalog, settings:
         "multilabel": spec.multilabel,
         "channels": spec.channels,
         "encoding": spec.encoding,
+        "pad_square": spec.pad_square,
         "seed": settings["seed"],
         "settings": settings,
         "records": str(result.records_dir.relative_to(work)),
