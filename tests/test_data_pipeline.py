@@ -40,7 +40,8 @@ def _take(loader, n, state=None):
 
 def test_dataset_info_of_digits(data_dir):
     info = pipeline.dataset_info("Digits", data_dir)
-    assert info == pipeline.DatasetInfo("digits", tuple("0123456789"), False, 1)
+    stored = {"channels": 1, "encoding": "png", "max_size": 0, "pad_square": False}  # 8x8 PNGs, as prepared
+    assert info == pipeline.DatasetInfo("digits", tuple("0123456789"), False, 1, stored)
 
 
 def test_unprepared_dataset_says_how_to_prepare_it(tmp_path):
