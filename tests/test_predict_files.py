@@ -126,3 +126,17 @@ def test_a_stored_form_pads_shrinks_and_converts_as_prepare_does(tmp_path):
     meta = {"name": "ham10000", "channels": 3, "encoding": "jpeg", "settings": {"max_size": 256}}
     assert StoredForm.of_prepared(meta) == StoredForm(3, "jpeg", 256, True)
     assert StoredForm.of_prepared({**meta, "pad_square": False}).pad_square is False
+
+
+def test_file_predictions_of_a_multilabel_run_hold_a_probability_per_finding(tmp_path):
+    from ttlx.predictions import write_file_predictions
+
+    probs = np.array([[0.9, 0.2], [0.4, 0.7]])
+    path = write_file_predictions(tmp_path / "p.csv", ["a.png", "b,c.png"], probs, ["Edema", "No Finding"],
+                                  multilabel=True)
+    assert path.read_text().splitlines()[0] == "file,prob_Edema,prob_No Finding"
+    rows = read_predictions(path)
+    assert list(rows["file"]) == ["a.png", "b,c.png"] and "predicted" not in rows
+    np.testing.assert_allclose(np.stack([rows["prob_Edema"], rows["prob_No Finding"]], 1), probs)
+    with pytest.raises(ValueError, match=r"^1 files and probabilities of shape \(2, 2\) do not describe"):
+        write_file_predictions(tmp_path / "q.csv", ["a.png"], probs, ["Edema", "No Finding"], multilabel=True)
