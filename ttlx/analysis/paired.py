@@ -81,3 +81,8 @@ def paired_comparison(run_a: str | Path, run_b: str | Path, *, split: str = "tes
             "resamples": resamples, "seed": seed,
             "metrics": paired_bootstrap(labels, probs_a, probs_b, classes_a, multilabel, resamples=resamples,
                                         seed=seed)}
+
+
+def p_text(p: float, resamples: int) -> str:
+    """A bootstrap p-value as text: ``<= 1/resamples`` where no resampled difference crossed zero."""
+    return f"<= {p:.3g}" if p * resamples <= 1 else f"{p:.3g}"

@@ -124,18 +124,15 @@ def analyze_paired(
     json_out: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ):
     """B minus A on the same images: each metric's difference, 95% paired bootstrap interval and p-value."""
-    from ttlx.analysis.paired import paired_comparison
+    from ttlx.analysis.paired import p_text, paired_comparison
     from ttlx.report import print_rows
 
     result = paired_comparison(run_a, run_b, split=split, resamples=bootstrap, seed=seed)
     if json_out:
         print_json(result)
         return
-    def p_value(p: float) -> str:  # no resampled difference beyond zero: p is below the resampling's floor
-        return f"<= {p:.3g}" if p * bootstrap <= 1 else f"{p:.3g}"
-
     rows = [{"metric": key, "A": f"{m['a']:.4f}", "B": f"{m['b']:.4f}", "B - A": f"{m['difference']:+.4f}",
-             "95% CI": f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]", "p": p_value(m["p_value"])}
+             "95% CI": f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]", "p": p_text(m["p_value"], bootstrap)}
             for key, m in result["metrics"].items()]
     print_rows(rows, title=f"B minus A on the same {result['num_examples']} {split} images "
                            f"({bootstrap} paired resamples)")

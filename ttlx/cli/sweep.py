@@ -112,12 +112,28 @@ def _print_sweep(result) -> None:
 
 @sweep_app.command("report")
 @user_errors
-def sweep_report(sweep_dir: Annotated[Path, typer.Argument(help="A sweep dir written by `ttlx sweep`.")]):
+def sweep_report(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep dir written by `ttlx sweep`.")],
+    paired: Annotated[bool, typer.Option(help="Also compare every run with the FTL run of its repeat on the "
+                                              "same test images (paired.csv, paired.md).")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Paired resamples for --paired.")] = 1000,
+):
     """Rebuild summary.csv, summary.md and the figure of a sweep dir from its runs."""
+    from ttlx.config import check_int
     from ttlx.sweep import GRID_FILE
     from ttlx.sweep_summary import write_summary
 
+    check_int(bootstrap, "--bootstrap", 1)
     if not (sweep_dir / GRID_FILE).is_file():
         fail(f"{sweep_dir} is not a sweep dir (no {GRID_FILE}); pass the --out dir of `ttlx sweep`.")
     rows = write_summary(sweep_dir)
     _print_sweep({"sweep_dir": str(sweep_dir), "runs": sum(r["repeats"] for r in rows), "failures": []})
+    if paired:
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        from ttlx.sweep_paired import write_paired
+
+        write_paired(sweep_dir, resamples=bootstrap)
+        Console().print(Markdown((sweep_dir / "paired.md").read_text()))
+        typer.echo(f"Paired comparisons in {sweep_dir / 'paired.csv'} and {sweep_dir / 'paired.md'}")
