@@ -17,16 +17,16 @@ import numpy as np
 
 from ttlx.errors import ConfigError, DataError
 
-# what a folder argument is searched for (a file named directly is read whatever its suffix)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
-
 
 def image_paths(paths) -> list[Path]:
-    """Files as given, and the image files under each folder (recursively, sorted by path)."""
+    """Files as given (read whatever their suffix), and under each folder, recursively and sorted by path, the
+    image files that ``ttlx prepare`` takes from a folder of classes (``ttlx.data.tables.is_image``)."""
+    from ttlx.data.tables import IMAGE_SUFFIXES, is_image
+
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            inside = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            inside = sorted(f for f in path.rglob("*") if is_image(f))
             if not inside:
                 raise DataError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)}); pass image files or "
                                 "a folder of them.")
