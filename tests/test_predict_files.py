@@ -86,7 +86,7 @@ def test_predict_from_the_command_line_and_its_refusals(digits_run, tmp_path):
     assert broken.exit_code == 2 and "text.png is not a readable image (" in broken.stderr
     assert not out.exists()  # nothing half-written
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"empty holds no image files \(\.jpg, \.jpeg, \.png):
+    with pytest.raises(DataError, match=r"empty holds no image files \(\.jpg, \.jpeg, \.png"):
         predict_files(digits_run, [tmp_path / "empty"])
     with pytest.raises(ConfigError, match=r"--bs"):
         predict_files(digits_run, [scan], batch_size=0)
