@@ -90,6 +90,9 @@ def test_predict_from_the_command_line_and_its_refusals(digits_run, tmp_path):
         predict_files(digits_run, [tmp_path / "empty"])
     with pytest.raises(ConfigError, match=r"--bs"):
         predict_files(digits_run, [scan], batch_size=0)
+    with pytest.raises(ConfigError, match=r"^The folder of --out .*nowhere/p.csv does not exist; create it or choose "
+                                          r"another path\.$"):
+        predict_files(digits_run, [scan], out=tmp_path / "nowhere" / "p.csv")
 
 
 def test_a_run_that_does_not_record_its_stored_form_needs_the_prepared_data(digits_run, digits_dir, tmp_path):

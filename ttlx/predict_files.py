@@ -59,6 +59,9 @@ def predict_files(run_dir, paths, *, out=None, checkpoint: str = "best", batch_s
     if missing:  # before the network is built
         raise DataError(f"The image {missing[0]} does not exist ({len(missing)} of the {len(files)} files are "
                         "missing); check the paths.")
+    path = Path(out) if out else run.path / "predictions_files.csv"
+    if not path.parent.is_dir():
+        raise ConfigError(f"The folder of --out {path} does not exist; create it or choose another path.")
     model = finetuned_network(run, checkpoint)
     model.eval()
     from flax import nnx
@@ -73,7 +76,6 @@ def predict_files(run_dir, paths, *, out=None, checkpoint: str = "best", batch_s
         logits = np.asarray(_logits(graphdef, state, padded), np.float32)[: len(chunk)]
         probs.append(probabilities(logits, multilabel))
     probs = np.concatenate(probs)
-    path = Path(out) if out else run.path / "predictions_files.csv"
     write_file_predictions(path, files, probs, classes, multilabel)
     if multilabel:
         counts = {name: int(n) for name, n in zip(classes, (probs > 0.5).sum(axis=0))}
