@@ -45,6 +45,19 @@ def sweep(tmp_path):
     return sweep
 
 
+def test_a_run_evaluated_on_other_images_is_named_with_the_reason(sweep):
+    from ttlx.predictions import read_predictions
+
+    other = add_run(sweep, "t3_e1", trunc=3, exp=1, noise=0.3)
+    rows = read_predictions(other / "predictions_test.csv")
+    probs = np.stack([rows["prob_negative"], rows["prob_positive"]], 1)[:100]
+    labels = [CLASSES.index(name) for name in rows["label"][:100]]
+    write_predictions(other / "predictions_test.csv", rows["id"][:100], labels, probs, CLASSES, multilabel=False)
+    found, alone = paired_rows(sweep, resamples=20)
+    assert [row["run"] for row in found] == ["t2_e1"]
+    assert alone[-1].startswith("t3_e1 (") and "hold different images (120 and 100 rows)" in alone[-1]
+
+
 def test_each_run_meets_the_ftl_run_of_its_repeat_and_weights(sweep):
     rows, alone = paired_rows(sweep, resamples=60, seed=3)
     assert alone == ["t2_e1_random", "t2_e2"]
@@ -65,8 +78,8 @@ def test_sweep_report_paired_writes_both_tables(sweep):
     assert result.exit_code == 0, result.output
     written = (sweep / "paired.md").read_text()
     assert "| ttl | t2 | 100 | 1 | +0." in written and "| better |" in written
-    assert "Without exactly one evaluated FTL run of the same dataset, model, weights, image size, repeat and " \
-           "subset: t2_e1_random, t2_e2." in written
+    assert "Left out (no single evaluated FTL run of the same dataset, model, weights, image size, repeat and " \
+           "subset, or predictions that cannot be paired with its): t2_e1_random; t2_e2." in written
     assert (sweep / "paired.csv").read_text().splitlines()[0].startswith("method,point,sub,exp,images,auroc_ftl")
     assert f"Paired comparisons in {sweep / 'paired.csv'}" in result.stdout
     refused = CliRunner().invoke(app, ["sweep", "report", str(sweep), "--paired", "--bootstrap", "0"])

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ttlx.errors import UserError
 from ttlx.sweep_summary import run_label, write_csv
 
 PAIRED_METRICS = ("auroc", "auprc_trapz")
@@ -35,7 +36,8 @@ PAIRED_ON = ("dataset", "model", "pretrained", "image_size", "exp", "sub")
 
 
 def paired_rows(sweep_dir: str | Path, *, resamples: int = 1000, seed: int = 0) -> tuple[list[dict], list[str]]:
-    """One row per (run, FTL run of its repeat and subset); and the runs left without an FTL to compare to."""
+    """One row per (run, FTL run of its repeat and subset); and the runs left out: those without exactly one
+    such FTL run, and (with the reason) those whose predictions cannot be paired with its."""
     from ttlx.analysis.paired import paired_comparison
 
     runs = evaluated_runs(Path(sweep_dir))
@@ -52,7 +54,11 @@ def paired_rows(sweep_dir: str | Path, *, resamples: int = 1000, seed: int = 0) 
             alone.append(run["path"].name)
             continue
         reference = references[0]
-        result = paired_comparison(reference["path"], run["path"], resamples=resamples, seed=seed)
+        try:
+            result = paired_comparison(reference["path"], run["path"], resamples=resamples, seed=seed)
+        except UserError as err:  # e.g. evaluated on another preparation of the data: say so, go on
+            alone.append(f"{run['path'].name} ({err})")
+            continue
         row = {"method": run["method"], "point": run["point"], "sub": run["sub"], "exp": run["exp"],
                "images": result["num_examples"]}
         for metric in PAIRED_METRICS:
@@ -95,8 +101,8 @@ def markdown(rows: list[dict[str, Any]], alone: list[str], resamples: int) -> st
         cells.append(verdict(row))
         lines.append("| " + " | ".join(cells) + " |")
     if alone:
-        lines += ["", "Without exactly one evaluated FTL run of the same dataset, model, weights, image size, "
-                  f"repeat and subset: {', '.join(alone)}."]
+        lines += ["", "Left out (no single evaluated FTL run of the same dataset, model, weights, image size, "
+                  f"repeat and subset, or predictions that cannot be paired with its): {'; '.join(alone)}."]
     return "\n".join(lines) + "\n"
 
 
