@@ -36,7 +36,7 @@ def prediction_rows(ids, labels, probs, classes, multilabel: bool) -> tuple[list
         raise ValueError(f"{len(ids)} ids, {len(labels)} labels and probabilities of shape {probs.shape} "
                          f"do not describe the same images of {len(classes)} classes.")
     prob_columns = [f"prob_{name}" for name in classes]
-    text = [[f"{p:.9g}" for p in row] for row in probs]
+    text = [_probability_text(row) for row in probs]
     if multilabel:
         targets = (labels > 0.5).astype(int)
         header = ["id", *[f"label_{name}" for name in classes], *prob_columns]
@@ -51,13 +51,7 @@ def prediction_rows(ids, labels, probs, classes, multilabel: bool) -> tuple[list
 
 def write_predictions(path: Path, ids, labels, probs, classes, multilabel: bool) -> Path:
     """Write the predictions table to ``path`` whole or not at all."""
-    header, rows = prediction_rows(ids, labels, probs, classes, multilabel)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
-    return path
+    return _write_table(path, *prediction_rows(ids, labels, probs, classes, multilabel))
 
 
 def write_file_predictions(path: Path, files, probs, classes, multilabel: bool) -> Path:
@@ -68,12 +62,21 @@ def write_file_predictions(path: Path, files, probs, classes, multilabel: bool) 
         raise ValueError(f"{len(files)} files and probabilities of shape {probs.shape} do not describe the same "
                          f"images of {len(classes)} classes.")
     header = ["file", *([] if multilabel else ["predicted"]), *[f"prob_{name}" for name in classes]]
+    rows = [[str(file), *([] if multilabel else [classes[int(row.argmax())]]), *_probability_text(row)]
+            for file, row in zip(files, probs)]
+    return _write_table(path, header, rows)
+
+
+def _probability_text(row) -> list[str]:
+    return [f"{p:.9g}" for p in row]
+
+
+def _write_table(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    """A CSV written whole or not at all (``ttlx.run_dir.write_text_atomic``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    for file, row in zip(files, probs):
-        best = [] if multilabel else [classes[int(row.argmax())]]
-        writer.writerow([str(file), *best, *(f"{p:.9g}" for p in row)])
+    writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
     return path
 

@@ -136,7 +136,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     # build before touching the run dir, so bad weights or data leave no half-made run behind
     session = build_session(cfg, arch, model_cfg, info, mesh, data)
     dataset = {"name": info.name, "classes": list(info.classes), "multilabel": info.multilabel}
-    if getattr(info, "stored", None):  # how its images were stored, so that ttlx predict treats files alike
+    if info.stored:  # how its images were stored, so that ttlx predict treats files alike
         dataset["stored"] = info.stored
     run, resuming = open_run_on_all_hosts(path, cfg, model_cfg, dataset, force=force)
     checkpoints = ckpt.RunCheckpoints(run.checkpoints)

@@ -58,12 +58,12 @@ def paired_comparison(run_a: str | Path, run_b: str | Path, *, split: str = "tes
                       seed: int = 0) -> dict:
     """B minus A for every summary metric, with 95% paired bootstrap intervals and p-values."""
     from ttlx.analysis.runs import SPLITS
+    from ttlx.config import check_int
     from ttlx.metrics import paired_bootstrap
 
     if split not in SPLITS:
         raise ConfigError(f"Unknown split '{split}'; choose one of {', '.join(SPLITS)}.")
-    if resamples < 1:
-        raise UserError(f"--bootstrap must be at least 1, got {resamples}.")
+    check_int(resamples, "--bootstrap", 1)
     path_a, a = predictions_of(run_a, split)
     path_b, b = predictions_of(run_b, split)
     if len(a["id"]) != len(b["id"]) or not np.array_equal(a["id"], b["id"]):
