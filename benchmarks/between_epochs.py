@@ -54,10 +54,10 @@ def timed_run(train_args: list[str]) -> list[dict]:
     milliseconds per train step of each host part of the loop (:data:`PARTS`: the next batch from the loader,
     its copy to the devices, the check for written checkpoints, the progress display) and ``rest`` (the step's
     call and the wait for the previous step's loss)."""
-    import ttlx.train as training
+    import ttlx.training.loop as training
     from ttlx.cli import app
-    from ttlx.epoch_writer import EpochWriter
-    from ttlx.progress import TrainProgress
+    from ttlx.training.epoch_writer import EpochWriter
+    from ttlx.training.progress import TrainProgress
 
     marks: list[tuple[str, float]] = []
     parts: list[dict] = []  # per epoch: seconds per part, and the step count

@@ -42,7 +42,7 @@ def main():
     os.sched_setaffinity(0, set(range(args.threads)))
     if args.trace:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
-    from ttlx.performance import configure_process
+    from ttlx.runtime.process import configure_process
 
     configure_process()
     import jax

@@ -53,7 +53,7 @@ def run_torch(args):
 
 
 def run_ttlx(args):
-    from ttlx.performance import configure_process
+    from ttlx.runtime.process import configure_process
 
     configure_process()
     import jax

@@ -3,7 +3,7 @@ collector cost it? (RESULTS section 8)
 
 For each model's train step (what ``ttlx train`` compiles, on one batch already on the device), after the
 compile and a warm-up, in rounds, each with the heap ``as_is`` and ``frozen`` (the objects alive after the
-compile out of the collector's reach, as ``ttlx train`` runs its epochs: ``ttlx.performance.heap_frozen``):
+compile out of the collector's reach, as ``ttlx train`` runs its epochs: ``ttlx.runtime.process.heap_frozen``):
 ``dispatch_ms`` (median) and ``dispatch_max_ms``, the host's time inside each jitted call (the call returns
 before the device is done); ``in_flight_ms``, the step time of ``ttlx train``'s loop (next step dispatched
 before the last loss is read); ``queued_ms``, the step time with ``--steps`` steps queued and one wait at the
@@ -73,12 +73,13 @@ def state_calls(state: dict) -> dict:
     import jax
     from flax import nnx
 
-    from ttlx import performance
+    from ttlx.runtime import process
+
 
     copy = jax.tree.map(lambda x: x.copy(), state)  # donated below: the step's own state stays intact
     trees = {"arrays": lambda: copy, "variables": lambda: jax.tree.map(nnx.Variable, copy)}
     result = {"arrays": len(jax.tree.leaves(state))}
-    for heap, context in (("as_is", contextlib.nullcontext), ("frozen", performance.heap_frozen)):
+    for heap, context in (("as_is", contextlib.nullcontext), ("frozen", process.heap_frozen)):
         for name, make in trees.items():
             with context():
                 result[f"{name}_{heap}_ms"] = state_call_ms(make())
@@ -90,9 +91,9 @@ def main() -> None:
     parser = variant_probe.probe_arguments(__doc__.splitlines()[0], ["base"])
     parser.set_defaults(models=["resnet50-ftl", "resnet50-ttl2"], steps=30, rounds=3)
     args = parser.parse_args()
-    from ttlx import performance
+    from ttlx.runtime import process
 
-    performance.configure_process()
+    process.configure_process()
     import jax
 
     emit = variant_probe.recorder(args.out)
@@ -103,7 +104,7 @@ def main() -> None:
         emit(kind="built", model=model, first_s=built[model]["first_s"], state_arrays=arrays)
         emit(kind="state_call", model=model, **state_calls(built[model]["state"]["train"]))
         time_loops(built[model], 3)
-    heaps = {"as_is": contextlib.nullcontext, "frozen": performance.heap_frozen}
+    heaps = {"as_is": contextlib.nullcontext, "frozen": process.heap_frozen}
     for index in range(args.rounds):
         for heap in variant_probe.rotated(list(heaps), index):
             with heaps[heap]():

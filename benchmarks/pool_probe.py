@@ -1,4 +1,4 @@
-"""Stem max pooling's gradient on an accelerator: JAX's generic rule against ``ttlx.performance.max_pool``.
+"""Stem max pooling's gradient on an accelerator: JAX's generic rule against ``ttlx.models.ops.max_pool``.
 
 A short-loan probe (one process, so later compilations reuse the first one's autotuning): the pooling
 alone (forward + gradient at the stem's shape), then whole train steps of the given models with each
@@ -20,7 +20,7 @@ POOLS = ("generic", "unrolled", "loop")
 def variants():
     from flax import nnx
 
-    from ttlx.performance import max_pool
+    from ttlx.runtime.process import max_pool
 
     return {
         "generic": lambda x: nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))),
@@ -43,9 +43,9 @@ def main() -> None:
     from variant_probe import patched, probe_arguments, recorder, time_train_step
 
     args = probe_arguments(__doc__.splitlines()[0], list(POOLS)).parse_args()
-    from ttlx import performance
+    from ttlx.runtime import process
 
-    settings = performance.configure_process()
+    settings = process.configure_process()
     import jax
 
     from ttlx.models import layers

@@ -182,9 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="time each loader setting only with uint8 batches, as ttlx train loads them")
     args = parser.parse_args(argv)
     threads = protocol.pin_threads(args.threads)
-    from ttlx import performance
+    from ttlx.runtime import process
 
-    performance.configure_process()  # as a ttlx command does (allocator settings matter for big batches)
+    process.configure_process()  # as a ttlx command does (allocator settings matter for big batches)
     import jpegs
 
     from ttlx.data.prepare import prepare_dataset

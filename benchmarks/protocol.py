@@ -83,14 +83,14 @@ def peak_rss_mib() -> float:
 
 
 def tune_glibc_malloc() -> bool:
-    """What ``ttlx.performance.tune_malloc`` does, for running the reference under the same allocator."""
+    """What ``ttlx.runtime.process.tune_malloc`` does, for running the reference under the same allocator."""
     import ctypes
 
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    # M_ARENA_MAX=1, M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1 (never trim; see ttlx.performance.NEVER_TRIM)
+    # M_ARENA_MAX=1, M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1 (never trim; see ttlx.runtime.process.NEVER_TRIM)
     return all(libc.mallopt(param, value) == 1 for param, value in ((-8, 1), (-4, 0), (-1, -1)))
 
 

@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--heap", action="store_true", help="print the heap's free chunks of 1 KiB or more")
     args = parser.parse_args()
     os.sched_setaffinity(0, set(range(args.threads)))
-    from ttlx.performance import configure_process
+    from ttlx.runtime.process import configure_process
 
     print(configure_process())
     if args.trim_threshold is not None:

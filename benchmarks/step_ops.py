@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--hlo", default=None, help="also write the optimized HLO text here")
     parser.add_argument("--keep", default=None, help="copy the raw trace and the optimized HLO to this folder")
     args = parser.parse_args()
-    from ttlx.performance import _cpu_backend_expected, configure_process
+    from ttlx.runtime.process import _cpu_backend_expected, configure_process
 
     on_cpu = _cpu_backend_expected()
     if on_cpu:

@@ -36,7 +36,7 @@ import protocol  # noqa: E402
 
 
 def ttlx_command(*args: str) -> list[str]:
-    from ttlx.compile_helper import module_command
+    from ttlx.runtime.precompile import module_command
 
     return module_command("ttlx.cli", *args)
 

@@ -1,6 +1,6 @@
 """The ttlx side of the benchmarks: the same models, step and pipeline through ttlx's public functions.
 
-Runs in ttlx's environment, applies ttlx's process settings (``ttlx.performance``) as a ttlx command
+Runs in ttlx's environment, applies ttlx's process settings (``ttlx.runtime.process``) as a ttlx command
 does, and prints one ``BENCH_RESULT`` JSON line. Example:
 ``python benchmarks/ttlx_side.py train_step --model resnet50-ftl --batch-size 16 --threads 2``.
 """
@@ -38,10 +38,10 @@ def make_train_step(args):
     """What ``ttlx train`` compiles (Adam, class-weighted loss, whole-mesh jit), on one fixed batch."""
     import numpy as np
 
-    from ttlx.freeze import param_labels
-    from ttlx.optim import make_optimizer
-    from ttlx.sharding import data_mesh, shard_batch
-    from ttlx.train_step import init_state, make_steps, model_arrays
+    from ttlx.training.freeze import param_labels
+    from ttlx.training.optim import make_optimizer
+    from ttlx.training.sharding import data_mesh, shard_batch
+    from ttlx.training.steps import init_state, make_steps, model_arrays
 
     model, arch = build_model(args.model, args.image_size, args.dtype, args.plain)
     params = model_arrays(model)[0]
@@ -51,7 +51,7 @@ def make_train_step(args):
     state = {"train": init_state(model, tx, 0, mesh)}
     rng = np.random.default_rng(0)
     size = args.image_size
-    # uint8 images, normalised in the step, as ttlx train's loaders deliver them (ttlx.train_step.model_input)
+    # uint8 images, normalised in the step, as ttlx train's loaders deliver them (ttlx.training.steps.model_input)
     batch = shard_batch({"image": rng.integers(0, 256, (args.batch_size, size, size, 3), dtype=np.uint8),
                          "label": np.arange(args.batch_size, dtype=np.int32) % protocol.NUM_CLASSES,
                          "mask": np.ones(args.batch_size, np.float32)}, mesh)
@@ -77,23 +77,23 @@ def device_name() -> str:
 
 
 def compile_as_ttlx_train_does(args) -> float | None:
-    """Where ``ttlx train`` compiles a network's programs in a helper process (``ttlx.compile_helper``:
+    """Where ``ttlx train`` compiles a network's programs in a helper process (``ttlx.runtime.precompile``:
     DenseNet201 on CPU), do the same: this script again with ``--compile-only`` fills the persistent cache
     first, and the timed process loads the programs. Returns the helper's seconds, None where it does not
     apply (a failing helper is an error: the measurement would not be what ``ttlx train`` runs)."""
     import os
     import subprocess
 
-    from ttlx import compile_helper
     from ttlx.models import get_architecture
+    from ttlx.runtime import precompile
 
     if args.plain or args.compile_only:
         return None
-    if not compile_helper.applies(get_architecture(protocol.MODELS[args.model]["arch"])):
+    if not precompile.applies(get_architecture(protocol.MODELS[args.model]["arch"])):
         return None
     start = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--compile-only"], capture_output=True,
-                          text=True, env={**os.environ, compile_helper.ENV: "0"})
+                          text=True, env={**os.environ, "TTLX_COMPILE_HELPER": "0"})
     if done.returncode != 0:
         raise RuntimeError(f"the compile helper failed: {done.stderr.strip().splitlines()[-1:]}")
     return time.perf_counter() - start
@@ -105,13 +105,11 @@ def measure_train_step(args) -> dict:
     if args.compile_only:
         steps.train.lower(state["train"], batch).compile()
         return {"compiled": True, "device": device_name()}
-    from ttlx import performance
-
-    # as ttlx train's epochs run: the heap alive after the compile is out of the garbage collector's reach
-    # (ttlx.performance.heap_frozen; RESULTS section 8)
-    with performance.heap_frozen():
+    from ttlx.runtime import process
+    # (ttlx.runtime.process.heap_frozen; RESULTS section 8)
+    with process.heap_frozen():
         timing = protocol.time_steps(step, warmup=args.warmup, steps=args.steps,
-                                     after_first=performance.freeze_heap)
+                                     after_first=process.freeze_heap)
         if backend() != "cpu":  # on CPU the host runs the step itself: nothing to overlap, steps take seconds
             in_flight = in_flight_seconds(steps.train, state, batch, args.steps)
     programs = "compiled in this process" if helper_s is None else "compiled in a helper process, as ttlx train does"
@@ -123,7 +121,7 @@ def measure_train_step(args) -> dict:
 
 
 def in_flight_seconds(train, state: dict, batch, steps: int, dispatch: list | None = None) -> float:
-    """Seconds per step of ``ttlx train``'s loop (``ttlx.train.train_epoch``): each step is dispatched before
+    """Seconds per step of ``ttlx train``'s loop (``ttlx.training.loop.train_epoch``): each step is dispatched before
     the previous step's loss is read, so the host's dispatch of one step overlaps the device's work on the
     last. The benchmark's own protocol waits for every step (both sides), which leaves the device idle while
     the host launches; on a GPU the two differ. ``dispatch``, if given, receives the host's seconds inside
@@ -181,11 +179,11 @@ def measure_memory(args) -> dict:
 def measure_latency(args) -> dict:
     """``ttlx analyze cost``'s latency: median of a jit-compiled batch-1 eval-mode forward pass of the network
     with zero weights, timed where ttlx times it (a fresh process for DenseNet201 on CPU, see
-    ``ttlx.models.latency``); ``--plain`` times the plain-convolution network in this process."""
+    ``ttlx.cost.latency``); ``--plain`` times the plain-convolution network in this process."""
+    from ttlx.cost.latency import latency_ms, measure_latency, times_in_fresh_process
+    from ttlx.cost.model_cost import count_params
     from ttlx.models import resolve_config
     from ttlx.models.abstract import abstract_model
-    from ttlx.models.cost import count_params
-    from ttlx.models.latency import latency_ms, measure_latency, times_in_fresh_process
 
     spec = protocol.MODELS[args.model]
     arch, cfg = resolve_config(spec["arch"], spec["trunc"], layerwise=spec["layerwise"], head=protocol.HEAD,
@@ -276,14 +274,14 @@ MEASUREMENTS = {"train_step": measure_train_step, "memory": measure_memory, "lat
 
 def main() -> None:
     parser = protocol.side_arguments(__doc__.splitlines()[0])
-    parser.add_argument("--plain", action="store_true", help="leave out ttlx.performance (to measure it)")
+    parser.add_argument("--plain", action="store_true", help="leave out ttlx.runtime.process (to measure it)")
     parser.add_argument("--compile-only", action="store_true",
                         help="train_step: compile the step into the persistent cache and exit (the helper)")
     args = parser.parse_args()
     args.threads = protocol.pin_threads(args.threads)  # before JAX sizes its thread pools
-    from ttlx import performance
+    from ttlx.runtime import process
 
-    settings = {"plain": True} if args.plain else performance.configure_process()
+    settings = {"plain": True} if args.plain else process.configure_process()
     import flax
     import jax
 

@@ -13,9 +13,9 @@ replaced, so the next loan can check the adoption and try new candidates against
 - ``two_pass_bn``: BatchNorm's batch statistics as the mean and then E[(x - mean)^2] (a second read of the
   activations), as on CPU, instead of E[x^2] - E[x]^2;
 - ``plain_stem``: the 7x7 stride-2 stem convolution as one convolution over 3 channels, instead of
-  ``ttlx.performance.space_to_depth_stem``;
+  ``ttlx.models.ops.space_to_depth_stem``;
 - ``jax_pool``: the stem max pooling with JAX's gradient rule (an argmax ``reduce_window`` writing four int32
-  index arrays, then a scatter), instead of ``ttlx.performance.max_pool``'s unrolled one;
+  index arrays, then a scatter), instead of ``ttlx.models.ops.max_pool``'s unrolled one;
 - ``before``: the three together, ttlx on accelerators before the adoption.
 
 And variants of XLA's GPU compiler options (:data:`XLA_OPTIONS`), passed as ``compiler_options`` to every
@@ -88,11 +88,10 @@ def patched(target, name: str, value):
 
 def variants() -> dict:
     """Variant name -> a function returning the context in which that variant's steps are built and compiled."""
-    from ttlx import performance
-    from ttlx.models import layers
+    from ttlx.models import layers, ops
 
     swaps = {"two_pass_bn": [(layers, "batch_moments", two_pass_moments)],
-             "plain_stem": [(performance, "_is_stem", never)],
+             "plain_stem": [(ops, "_is_stem", never)],
              "jax_pool": [(layers, "max_pool_3x3_s2", jax_pool)]}
     swaps["before"] = [swap for name in ("two_pass_bn", "plain_stem", "jax_pool") for swap in swaps[name]]
 
@@ -221,9 +220,9 @@ def recorder(out: Path):
 def main() -> None:
     choices = ["base", "two_pass_bn", "plain_stem", "jax_pool", "before"]
     args = probe_arguments(__doc__.splitlines()[0], choices).parse_args()
-    from ttlx import performance
+    from ttlx.runtime import process
 
-    settings = performance.configure_process()
+    settings = process.configure_process()
     import jax
 
     emit = recorder(args.out)
@@ -245,7 +244,7 @@ def main() -> None:
     variants_built = [name for name in args.variants if all((name, model) in built for model in args.models)]
     built = {key: value for key, value in built.items() if key[0] in variants_built}
     rounds = []
-    with performance.heap_frozen():  # as ttlx train's epochs run (RESULTS section 8)
+    with process.heap_frozen():  # as ttlx train's epochs run (RESULTS section 8)
         for index in range(args.rounds):
             for name, model in rotated(list(built), index):
                 rounds.append({"round": index, "variant": name, "model": model,

@@ -56,7 +56,7 @@ def fake_data():
 @pytest.fixture(scope="module")
 def finished_run(tinynet, tmp_path_factory):
     """A finished 3-epoch tinynet run on fake data (shared by the tests of one module)."""
-    from ttlx.train import train
+    from ttlx.training.loop import train
 
     cfg = tiny_train_config(tmp_path_factory.mktemp("runs") / "finished")
     return train(cfg, progress=False, data=FakeData())

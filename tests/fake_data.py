@@ -117,7 +117,7 @@ class FakeData:
     def make_loader(self, dataset, data_dir=None, *, exp, split, sub=100, batch_size, image_size=224, train,
                     seed=0, num_workers=0, shard_index=0, shard_count=1, normalize=True,
                     persistent_workers=False) -> FakeLoader:
-        # float images either way: the steps take float images as normalised (ttlx.train_step.model_input)
+        # float images either way: the steps take float images as normalised (ttlx.training.steps.model_input)
         images, labels = self.split(split, image_size)
         loader = FakeLoader(images, labels, batch_size=batch_size, train=train, seed=seed,
                             multilabel=self.multilabel)

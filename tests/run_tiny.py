@@ -6,7 +6,7 @@
 committed), ``eval:E`` (during epoch E's validation pass) or ``writing:E:S`` (in train step S of epoch E
 while epoch E-1's latest checkpoint is still being written in the background).
 
-An epoch's checkpoints are written while the next one trains (``ttlx.epoch_writer``). For ``step`` and
+An epoch's checkpoints are written while the next one trains (``ttlx.training.epoch_writer``). For ``step`` and
 ``eval`` the loop waits for them after the next epoch's first step, as it does in any epoch that lasts
 longer than a save, so where the kill lands does not depend on how fast this machine writes.
 """
@@ -27,8 +27,8 @@ from tiny_model import TINYNET, tiny_train_config  # noqa: E402
 
 from ttlx import registry  # noqa: E402
 from ttlx.errors import UserError  # noqa: E402
-from ttlx.run_dir import RunDir  # noqa: E402
-from ttlx.train import train  # noqa: E402
+from ttlx.runs.run_dir import RunDir  # noqa: E402
+from ttlx.training.loop import train  # noqa: E402
 
 
 def kill_after(epoch: int) -> None:
@@ -49,12 +49,12 @@ def die() -> None:
 
 def kill_at(where: str) -> None:
     """Install the SIGKILL hook that ``--kill-at`` names."""
-    import ttlx.train as training
+    import ttlx.training.loop as training
 
     kind, *numbers = where.split(":")
     epoch = int(numbers[0])
     if kind in ("step", "eval"):
-        from ttlx.epoch_writer import EpochWriter
+        from ttlx.training.epoch_writer import EpochWriter
 
         EpochWriter.poll = EpochWriter.settle
     if kind == "writing":  # epoch E-1's latest step never finishes writing; the kill comes in epoch E

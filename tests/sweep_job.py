@@ -10,10 +10,10 @@ def tiny_job(config: dict, bootstrap: int) -> dict:
     from fake_data import FakeData
     from tiny_model import TINYNET
 
-    import ttlx.train
+    import ttlx.training.loop
     from ttlx import registry
-    from ttlx.sweep import run_one
+    from ttlx.sweeps.grid import run_one
 
     registry.models.register("tinynet", TINYNET, package="tests")
-    ttlx.train.data_source = FakeData
+    ttlx.training.loop.data_source = FakeData
     return run_one(config, bootstrap)

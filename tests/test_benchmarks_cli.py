@@ -285,8 +285,7 @@ def test_variant_probe_variants_compute_what_they_replace(monkeypatch):
     import numpy as np
     import variant_probe
 
-    from ttlx import performance
-    from ttlx.models import layers
+    from ttlx.models import layers, ops
 
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # ttlx's accelerator formulations
     activations = 3.0 + jax.random.normal(jax.random.key(2), (4, 8, 8, 16))
@@ -301,11 +300,11 @@ def test_variant_probe_variants_compute_what_they_replace(monkeypatch):
     kernel = jax.random.normal(jax.random.key(1), (7, 7, 3, 8))
 
     def stem_jaxpr() -> str:  # a new function each time: JAX caches traces by function
-        return str(jax.make_jaxpr(lambda: performance.conv_general_dilated(
+        return str(jax.make_jaxpr(lambda: ops.conv_general_dilated(
             x, kernel, (2, 2), ((3, 3), (3, 3)), dimension_numbers=("NHWC", "HWIO", "NHWC")))())
 
     def stem():
-        return performance.conv_general_dilated(x, kernel, (2, 2), ((3, 3), (3, 3)),
+        return ops.conv_general_dilated(x, kernel, (2, 2), ((3, 3), (3, 3)),
                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     with variant_probe.variants()["plain_stem"]():
@@ -313,13 +312,13 @@ def test_variant_probe_variants_compute_what_they_replace(monkeypatch):
         assert "f32[4,4,12,8]" not in stem_jaxpr()
     assert "f32[4,4,12,8]" in stem_jaxpr()
     np.testing.assert_allclose(stem(), plain, rtol=0, atol=2e-5 * float(np.abs(plain).max()))
-    originals = (layers.batch_moments, performance._is_stem, layers.max_pool_3x3_s2)
+    originals = (layers.batch_moments, ops._is_stem, layers.max_pool_3x3_s2)
     swapped = {}
     for name, context in variant_probe.variants().items():
         with context():
-            now = (layers.batch_moments, performance._is_stem, layers.max_pool_3x3_s2)
+            now = (layers.batch_moments, ops._is_stem, layers.max_pool_3x3_s2)
             swapped[name] = {i for i in range(3) if now[i] is not originals[i]}
-        assert (layers.batch_moments, performance._is_stem, layers.max_pool_3x3_s2) == originals, name
+        assert (layers.batch_moments, ops._is_stem, layers.max_pool_3x3_s2) == originals, name
     assert swapped == {"base": set(), "two_pass_bn": {0}, "plain_stem": {1}, "jax_pool": {2}, "before": {0, 1, 2},
                        **{name: set() for name in variant_probe.XLA_OPTIONS}}
 
@@ -381,6 +380,8 @@ def test_variant_probe_records_a_variant_that_fails_to_build_and_times_the_other
     import jax.numpy as jnp
     import variant_probe
 
+    from ttlx.runtime import process
+
     def build(model, args, context):
         with context():
             train = jax.jit(lambda s, batch: ({"w": s["w"] + batch}, jnp.sum(s["w"])))
@@ -394,9 +395,8 @@ def test_variant_probe_records_a_variant_that_fails_to_build_and_times_the_other
         return {"step": step, "steps": types.SimpleNamespace(train=train), "state": state, "batch": jnp.ones(3),
                 "first_loss": float(loss), "first_s": 0.0}
 
-    from ttlx import performance
 
-    monkeypatch.setattr(performance, "configure_process", dict)  # keep this test process's settings as they are
+    monkeypatch.setattr(process, "configure_process", dict)  # keep this test process's settings as they are
     monkeypatch.setattr(variant_probe, "build", build)
     monkeypatch.setitem(variant_probe.XLA_OPTIONS, "runtime_fusion", {"xla_no_such_option": True})
     out = tmp_path / "probe.jsonl"
@@ -561,8 +561,8 @@ def test_between_epochs_splits_each_epoch_of_a_real_run_into_steps_validation_an
         assert list(parts) == ["loader", "copy", "poll", "display", "rest"]
         assert all(parts[name] > 0 for name in ("loader", "copy", "poll", "rest"))
         assert parts["loader"] * steps / 1e3 <= row["input_wait"] * epoch["train_s"] + 1e-3
-    import ttlx.sharding
-    import ttlx.train
-    from ttlx.epoch_writer import EpochWriter
+    import ttlx.training.loop
+    import ttlx.training.sharding
+    from ttlx.training.epoch_writer import EpochWriter
 
-    assert ttlx.train.shard_batch is ttlx.sharding.shard_batch and EpochWriter.poll.__name__ == "poll"
+    assert ttlx.training.loop.shard_batch is ttlx.training.sharding.shard_batch and EpochWriter.poll.__name__ == "poll"

@@ -6,9 +6,10 @@ import pytest
 from typer.testing import CliRunner
 
 from ttlx.cli import app
+from ttlx.cost import catalog
+from ttlx.cost.model_cost import abstract_model, count_params
 from ttlx.errors import ConfigError
-from ttlx.models import catalog, resolve_config
-from ttlx.models.cost import abstract_model, count_params
+from ttlx.models import resolve_config
 
 # ANCHORS.md sections 2 and 3 (backbone only, 224 px)
 BLOCK_ROWS = {

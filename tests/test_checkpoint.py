@@ -12,8 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-from ttlx import checkpoint as ckpt
 from ttlx.errors import WeightsError
+from ttlx.runs import checkpoint as ckpt
 
 
 def train_state(value: float) -> dict:

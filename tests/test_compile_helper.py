@@ -1,4 +1,4 @@
-"""The helper process that compiles a run's programs before the run (``ttlx.compile_helper``)."""
+"""The helper process that compiles a run's programs before the run (``ttlx.runtime.precompile``)."""
 
 from __future__ import annotations
 
@@ -7,30 +7,30 @@ import os
 import subprocess
 import sys
 
-from ttlx import compile_helper
 from ttlx.models.densenet import DENSENET201
 from ttlx.models.resnet import RESNET50
+from ttlx.runtime import precompile
 
 
 def test_only_densenet_scale_programs_use_the_helper_unless_told(monkeypatch, tmp_path):
     config = {"model": "densenet201", "data_dir": str(tmp_path)}  # unique to this test: its own marker
-    monkeypatch.delenv(compile_helper.ENV, raising=False)
+    monkeypatch.delenv("TTLX_COMPILE_HELPER", raising=False)
     assert DENSENET201.cpu_compile_in_helper and not RESNET50.cpu_compile_in_helper
-    assert compile_helper.wanted(config, DENSENET201)
-    assert not compile_helper.wanted(config, RESNET50)
-    monkeypatch.setenv(compile_helper.ENV, "1")
-    assert compile_helper.wanted(config, RESNET50)
-    monkeypatch.setenv(compile_helper.ENV, "off")
-    assert not compile_helper.wanted(config, DENSENET201)
-    monkeypatch.delenv(compile_helper.ENV)
-    marker = compile_helper.marker_path(config)
+    assert precompile.wanted(config, DENSENET201)
+    assert not precompile.wanted(config, RESNET50)
+    monkeypatch.setenv("TTLX_COMPILE_HELPER", "1")
+    assert precompile.wanted(config, RESNET50)
+    monkeypatch.setenv("TTLX_COMPILE_HELPER", "off")
+    assert not precompile.wanted(config, DENSENET201)
+    monkeypatch.delenv("TTLX_COMPILE_HELPER")
+    marker = precompile.marker_path(config)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("{}")
-    assert not compile_helper.wanted(config, DENSENET201)  # compiled once already: the cache has it
-    assert compile_helper.marker_path({**config, "workdir": "elsewhere"}) == marker  # the run dir is no part
-    assert compile_helper.marker_path({**config, "batch_size": 8}) != marker
-    monkeypatch.setattr(compile_helper, "PROGRAMS_REVISION", compile_helper.PROGRAMS_REVISION + 1)
-    assert compile_helper.wanted(config, DENSENET201)  # ttlx compiles other programs now: once more
+    assert not precompile.wanted(config, DENSENET201)  # compiled once already: the cache has it
+    assert precompile.marker_path({**config, "workdir": "elsewhere"}) == marker  # the run dir is no part
+    assert precompile.marker_path({**config, "batch_size": 8}) != marker
+    monkeypatch.setattr(precompile, "PROGRAMS_REVISION", precompile.PROGRAMS_REVISION + 1)
+    assert precompile.wanted(config, DENSENET201)  # ttlx compiles other programs now: once more
 
 
 def test_a_failing_helper_leaves_no_marker(tmp_path, monkeypatch):
@@ -40,9 +40,9 @@ def test_a_failing_helper_leaves_no_marker(tmp_path, monkeypatch):
         (tmp_path / shadow).write_text("raise SystemExit('imported from the working directory')\n")
     monkeypatch.chdir(tmp_path)
     config = {"dataset": "no-such-dataset", "data_dir": str(tmp_path)}
-    failure = compile_helper.compile_in_helper(config)
+    failure = precompile.compile_in_helper(config, "ttlx.training.loop:compile_programs_of")
     assert failure and "no-such-dataset" in failure  # the helper's last line, for the run's note
-    assert not compile_helper.marker_path(config).exists()
+    assert not precompile.marker_path(config).exists()
 
 
 def test_helper_fills_the_cache_and_the_run_only_loads_its_step(tmp_path, digits_dir):
@@ -52,7 +52,7 @@ def test_helper_fills_the_cache_and_the_run_only_loads_its_step(tmp_path, digits
     cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update({"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                compile_helper.ENV: "1"})
+                "TTLX_COMPILE_HELPER": "1"})
     command = [sys.executable, "-m", "ttlx.cli", "train", "--dataset", "digits", "--data-dir", str(digits_dir),
                "--model", "resnet50", "--trunc", "1", "--pretrained", "random", "--image-size", "32",
                "--pooling", "--max-epoch", "1", "--sub", "50", "--workdir", str(tmp_path / "run")]

@@ -8,7 +8,8 @@ import pytest
 from flax import nnx
 
 from ttlx.errors import WeightsError
-from ttlx.models import convert, resolve_config
+from ttlx.models import resolve_config
+from ttlx.models.weights import convert
 
 
 def build(arch_name: str, **kw):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ttlx.errors import WeightsError
-from ttlx.models.torchfile import LEGACY_MAGIC, load_torch_file, state_dict_in
+from ttlx.models.weights.torchfile import LEGACY_MAGIC, load_torch_file, state_dict_in
 
 GOLDEN = Path(__file__).parent / "golden"
 

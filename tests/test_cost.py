@@ -10,10 +10,10 @@ from flax import nnx
 from typer.testing import CliRunner
 
 from ttlx.cli import app
+from ttlx.cost.macs import MacCount, count_jaxpr_macs, count_macs
+from ttlx.cost.model_cost import count_params, model_cost
 from ttlx.models import layers, resolve_config
 from ttlx.models.abstract import abstract_model, zero_weight_model
-from ttlx.models.cost import count_params, model_cost
-from ttlx.models.macs import MacCount, count_jaxpr_macs, count_macs
 
 # ANCHORS.md section 3 at 224x224: (model, options, params, GMACs conv+linear, GMACs ptflops, output CxHxW)
 ANCHOR_ROWS = [

@@ -139,16 +139,16 @@ def test_unnormalised_batches_are_uint8_and_normalise_to_the_default_ones(data_d
 
 
 def test_loader_threads_come_from_the_argument_then_the_environment_then_the_cpus(data_dir, monkeypatch):
-    monkeypatch.delenv(pipeline.THREADS_ENV, raising=False)
+    monkeypatch.delenv("TTLX_LOADER_THREADS", raising=False)
     assert pipeline.loader_threads() == min(4, os.cpu_count() or 1)
-    monkeypatch.setenv(pipeline.THREADS_ENV, " 8 ")
+    monkeypatch.setenv("TTLX_LOADER_THREADS", " 8 ")
     assert pipeline.loader_threads() == 8 and pipeline.loader_threads(3) == 3
     one, _ = _take(_loader(data_dir, seed=2, num_threads=1), 2)  # batches never depend on the thread count
     assert _loader(data_dir, num_threads=1).num_threads == 1 and _loader(data_dir).num_threads == 8
     eight, _ = _take(_loader(data_dir, seed=2), 2)
     for x, y in zip(one, eight, strict=True):
         np.testing.assert_array_equal(x["image"], y["image"])
-    monkeypatch.setenv(pipeline.THREADS_ENV, "many")
+    monkeypatch.setenv("TTLX_LOADER_THREADS", "many")
     with pytest.raises(ConfigError, match="TTLX_LOADER_THREADS='many' is not a number"):
         _loader(data_dir)
     with pytest.raises(ConfigError, match="at least 1 thread, got 0"):

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from ttlx.data import pipeline
+from ttlx.data.datasets.synthetic import CLASSES, synthetic_image
 from ttlx.data.prepare import prepare_dataset
-from ttlx.data.synthetic import CLASSES, synthetic_image
 from ttlx.errors import ConfigError, DataError
 
 

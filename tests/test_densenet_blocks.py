@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ttlx.checkpoint import flatten
 from ttlx.models import create_model
 from ttlx.models.heads import Network
+from ttlx.runs.checkpoint import flatten
 
 
 def train_pass(model, whole_blocks: bool):

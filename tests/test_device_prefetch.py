@@ -10,11 +10,11 @@ import pytest
 from fake_data import FakeData
 from tiny_model import tiny_train_config
 
-from ttlx import device_prefetch
-from ttlx.checkpoint import load_model_state
 from ttlx.errors import ConfigError, DataError
-from ttlx.run_dir import RunDir
-from ttlx.train import TIMING_COLUMNS, train
+from ttlx.runs.checkpoint import load_model_state
+from ttlx.runs.run_dir import RunDir
+from ttlx.training import prefetch
+from ttlx.training.loop import TIMING_COLUMNS, train
 
 
 class Counting:
@@ -41,11 +41,11 @@ def test_prefetched_batches_are_the_inline_ones_placed_by_another_thread_and_no_
         return {"image": batch}
 
     iterator = Counting()
-    batches = device_prefetch.epoch_batches(iterator, place, steps=5, ahead=2)
-    assert isinstance(batches, device_prefetch.PrefetchedBatches)
+    batches = prefetch.epoch_batches(iterator, place, steps=5, ahead=2)
+    assert isinstance(batches, prefetch.PrefetchedBatches)
     got = [next(batches) for _ in range(5)]
     batches.close()
-    inline = device_prefetch.epoch_batches(Counting(), lambda b: {"image": b}, steps=5, ahead=0)
+    inline = prefetch.epoch_batches(Counting(), lambda b: {"image": b}, steps=5, ahead=0)
     assert got == [next(inline) for _ in range(5)] == [{"image": i} for i in range(5)]
     assert iterator.read == 5  # the epoch's batches and not one more: the iterator's state is the loop's
     assert set(threads) != {threading.get_ident()} and len(set(threads)) == 1
@@ -53,7 +53,7 @@ def test_prefetched_batches_are_the_inline_ones_placed_by_another_thread_and_no_
 
 
 def test_a_loader_error_is_raised_by_the_next_that_would_return_its_batch():
-    batches = device_prefetch.epoch_batches(Counting(fail_at=3), lambda b: b, steps=6, ahead=2)
+    batches = prefetch.epoch_batches(Counting(fail_at=3), lambda b: b, steps=6, ahead=2)
     assert [next(batches) for _ in range(3)] == [0, 1, 2]
     with pytest.raises(DataError, match=r"^Image 3 is corrupt; re-run `ttlx prepare`\.$"):
         next(batches)
@@ -62,26 +62,26 @@ def test_a_loader_error_is_raised_by_the_next_that_would_return_its_batch():
 
 def test_closing_mid_epoch_stops_the_thread_within_the_batches_ahead():
     iterator = Counting()
-    batches = device_prefetch.epoch_batches(iterator, lambda b: b, steps=100, ahead=2)
+    batches = prefetch.epoch_batches(iterator, lambda b: b, steps=100, ahead=2)
     assert next(batches) == 0
     batches.close()
     assert not batches._thread.is_alive() and iterator.read <= 1 + 2 + 1
 
 
 def test_the_setting_is_a_number_of_batches(monkeypatch):
-    monkeypatch.delenv(device_prefetch.ENV, raising=False)
-    assert device_prefetch.batches_ahead() == 0
-    monkeypatch.setenv(device_prefetch.ENV, "2")
-    assert device_prefetch.batches_ahead() == 2
+    monkeypatch.delenv("TTLX_DEVICE_PREFETCH", raising=False)
+    assert prefetch.batches_ahead() == 0
+    monkeypatch.setenv("TTLX_DEVICE_PREFETCH", "2")
+    assert prefetch.batches_ahead() == 2
     for bad in ("-1", "two"):
-        monkeypatch.setenv(device_prefetch.ENV, bad)
+        monkeypatch.setenv("TTLX_DEVICE_PREFETCH", bad)
         with pytest.raises(ConfigError, match=rf"^TTLX_DEVICE_PREFETCH='{bad}' is not a number of batches; set "
                                               r"it to 0 \(off\) or a whole number such as 2, or unset it\.$"):
-            device_prefetch.batches_ahead()
+            prefetch.batches_ahead()
 
 
 def test_a_run_with_batches_prefetched_is_the_run_without(finished_run, tmp_path, monkeypatch):
-    monkeypatch.setenv(device_prefetch.ENV, "2")
+    monkeypatch.setenv("TTLX_DEVICE_PREFETCH", "2")
     prefetched = train(tiny_train_config(tmp_path / "prefetched"), progress=False, data=FakeData())
 
     def rows(run_dir):

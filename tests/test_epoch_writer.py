@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ttlx import checkpoint as ckpt
-from ttlx.epoch_writer import EpochWriter
-from ttlx.run_dir import RunDir
+from ttlx.runs import checkpoint as ckpt
+from ttlx.runs.run_dir import RunDir
+from ttlx.training.epoch_writer import EpochWriter
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from sklearn import metrics as skm
 
 from ttlx.config import EvalConfig
 from ttlx.errors import ConfigError, UserError
-from ttlx.evaluate import evaluate_run
+from ttlx.evaluation.evaluate import evaluate_run
 from ttlx.metrics import bootstrap_intervals, classification_metrics, epoch_metrics, probabilities
-from ttlx.predictions import prediction_rows, read_predictions, write_predictions
-from ttlx.run_dir import RunDir
+from ttlx.runs.predictions import prediction_rows, read_predictions, write_predictions
+from ttlx.runs.run_dir import RunDir
 
 LABELS = np.array([0, 0, 1, 1, 1, 2, 2, 0])
 PROBS = np.array([[0.7, 0.2, 0.1], [0.3, 0.4, 0.3], [0.2, 0.7, 0.1], [0.1, 0.5, 0.4],

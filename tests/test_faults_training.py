@@ -15,9 +15,9 @@ import pytest
 from fake_data import FakeData
 from tiny_model import tiny_train_config
 
-from ttlx.checkpoint import load_model_state
-from ttlx.run_dir import RunDir
-from ttlx.train import TIMING_COLUMNS, train
+from ttlx.runs.checkpoint import load_model_state
+from ttlx.runs.run_dir import RunDir
+from ttlx.training.loop import TIMING_COLUMNS, train
 
 TESTS = Path(__file__).parent
 
@@ -108,7 +108,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before_and_says_so(ho
 
 
 def test_no_intact_checkpoint_stops_with_a_sentence_and_keeps_the_metrics(tmp_path, tinynet):
-    from ttlx.checkpoint import DamagedCheckpointError
+    from ttlx.runs.checkpoint import DamagedCheckpointError
 
     workdir = tmp_path / "ruined"
     train_until_epoch_2(workdir)
@@ -126,7 +126,7 @@ def test_no_intact_checkpoint_stops_with_a_sentence_and_keeps_the_metrics(tmp_pa
 
 
 def test_a_damaged_best_checkpoint_is_one_sentence_at_evaluation(finished_run, tmp_path):
-    from ttlx.checkpoint import DamagedCheckpointError
+    from ttlx.runs.checkpoint import DamagedCheckpointError
 
     copy = tmp_path / "copy"
     shutil.copytree(finished_run, copy)
@@ -141,7 +141,7 @@ def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_one_and_the_met
                                                                                     tinynet, monkeypatch):
     from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
 
-    from ttlx.checkpoint import CheckpointSaveError
+    from ttlx.runs.checkpoint import CheckpointSaveError
 
     save_fn = handler.JsonCheckpointHandler._save_fn
 
@@ -186,7 +186,7 @@ def test_a_full_disk_while_logging_metrics_keeps_earlier_lines_and_resumes(finis
                                                                            monkeypatch):
     import builtins
 
-    import ttlx.run_dir as run_dir
+    import ttlx.runs.run_dir as run_dir
     from ttlx.errors import WriteError
 
     def open_filling_at_epoch_2(path, mode="r", *args, **kwargs):

@@ -10,8 +10,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ttlx.cli import app
-from ttlx.data.bimcv import BIMCV
-from ttlx.data.csvlist import CSV_LIST
+from ttlx.data.datasets.bimcv import BIMCV
+from ttlx.data.datasets.csvlist import CSV_LIST
 from ttlx.data.prepare import prepare_dataset
 from ttlx.data.store import load_prepared
 from ttlx.errors import DataError

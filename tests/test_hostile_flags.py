@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from ttlx.cli import app
 from ttlx.config import EVAL_SPLITS, SPLIT_REPEATS, EvalConfig, ModelConfig, TrainConfig
 from ttlx.errors import ConfigError
-from ttlx.sweep import Grid, grid_from_dict
+from ttlx.sweeps.grid import Grid, grid_from_dict
 
 BOOTSTRAP = "--bootstrap must be 0 (no intervals) or a number of resamples, got -1."
 FACTOR = "--factor must be between 0 and 1 (it multiplies the learning rate on a plateau), got {}."
@@ -333,7 +333,7 @@ def test_configs_check_their_values_when_made():
 
 def test_the_config_checks_agree_with_the_data_layer_and_evaluation():
     from ttlx.data.splits import REPEATS
-    from ttlx.evaluate import SPLITS
+    from ttlx.evaluation.evaluate import SPLITS
 
     assert SPLIT_REPEATS == REPEATS and EVAL_SPLITS == SPLITS
 

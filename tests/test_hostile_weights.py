@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from ttlx.cli import app
 from ttlx.errors import WeightsError
 from ttlx.models import create_model
-from ttlx.models.pretrained import convert_file
+from ttlx.models.weights.pretrained import convert_file
 
 FLOATS = "give a state dict of float16, bfloat16, float32 or float64 tensors."
 

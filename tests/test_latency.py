@@ -1,4 +1,4 @@
-"""Where batch-1 latency is timed (``ttlx.models.latency``): a fresh process for helper-compiled networks."""
+"""Where batch-1 latency is timed (``ttlx.cost.latency``): a fresh process for helper-compiled networks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 
-from ttlx import compile_helper
-from ttlx.models import latency, resolve_config
+from ttlx.cost import latency
+from ttlx.models import resolve_config
 
 
 def test_a_helper_compiled_network_is_timed_in_a_fresh_process_that_loads_the_helpers_program(tmp_path):
@@ -19,7 +19,7 @@ def test_a_helper_compiled_network_is_timed_in_a_fresh_process_that_loads_the_he
     cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update({"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                compile_helper.ENV: "1"})
+                "TTLX_COMPILE_HELPER": "1"})
     code = ("import json; from ttlx.models import resolve_config; from ttlx.models import latency; "
             "_, cfg = resolve_config('resnet50', 1, head='pool', num_classes=2, image_size=32); "
             "ms = latency.latency_ms(cfg, repeats=3, warmup=1); "
@@ -36,7 +36,7 @@ def test_a_helper_compiled_network_is_timed_in_a_fresh_process_that_loads_the_he
 
 def test_a_network_the_fresh_process_cannot_build_is_timed_here_with_one_note(tinynet, monkeypatch, capsys):
     """The test architecture is registered in this process only, so the fresh process fails on it."""
-    monkeypatch.setenv(compile_helper.ENV, "1")
+    monkeypatch.setenv("TTLX_COMPILE_HELPER", "1")
     _, cfg = resolve_config("tinynet", -1, head="pool", num_classes=3, image_size=32)
     assert latency.times_in_fresh_process(cfg)
     ms = latency.latency_ms(cfg, repeats=2, warmup=1)
@@ -46,12 +46,12 @@ def test_a_network_the_fresh_process_cannot_build_is_timed_here_with_one_note(ti
 
 
 def test_other_networks_are_timed_in_this_process(monkeypatch):
-    monkeypatch.delenv(compile_helper.ENV, raising=False)
+    monkeypatch.delenv("TTLX_COMPILE_HELPER", raising=False)
     _, resnet = resolve_config("resnet50", 1, image_size=32)
     _, densenet = resolve_config("densenet201", 1, image_size=32)
     assert not latency.times_in_fresh_process(resnet)
     assert latency.times_in_fresh_process(densenet)  # on CPU with a persistent cache (the tests share one)
-    monkeypatch.setenv(compile_helper.ENV, "0")
+    monkeypatch.setenv("TTLX_COMPILE_HELPER", "0")
     assert not latency.times_in_fresh_process(densenet)
 
 

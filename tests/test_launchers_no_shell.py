@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import ttlx.launchers
-import ttlx.sweep
+import ttlx.sweeps.grid
+import ttlx.sweeps.launchers
 from ttlx import registry
 from ttlx.cli import app
 from ttlx.errors import ConfigError
-from ttlx.launchers import SlurmOptions
+from ttlx.sweeps.launchers import SlurmOptions
 
 SHELL_MODULES = {"subprocess", "pty", "commands", "popen2", "asyncio.subprocess"}
 OS_SHELL_CALLS = {"system", "popen", "popen2", "popen3", "popen4", "spawnl", "spawnle", "spawnlp", "spawnlpe",
@@ -58,7 +58,7 @@ def test_the_checker_finds_every_way_to_a_shell():
     assert shell_uses("import os\nos.path.join('a', 'b')\nexecutor.update_parameters(timeout_min=5)") == []
 
 
-@pytest.mark.parametrize("module", [ttlx.launchers, ttlx.sweep], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [ttlx.sweeps.launchers, ttlx.sweeps.grid], ids=lambda m: m.__name__)
 def test_launchers_and_sweeps_start_no_process_or_shell(module):
     assert shell_uses(Path(module.__file__).read_text()) == []
 

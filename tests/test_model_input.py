@@ -9,8 +9,8 @@ import optax
 
 from ttlx.data.augment import normalize
 from ttlx.models import create_model
-from ttlx.sharding import data_mesh, shard_batch
-from ttlx.train_step import init_state, make_steps, model_input
+from ttlx.training.sharding import data_mesh, shard_batch
+from ttlx.training.steps import init_state, make_steps, model_input
 
 
 def test_every_uint8_level_normalises_on_the_device_as_on_the_host():

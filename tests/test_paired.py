@@ -13,7 +13,7 @@ from ttlx.analysis.paired import paired_comparison
 from ttlx.cli import app
 from ttlx.errors import ConfigError, DataError, UserError
 from ttlx.metrics import bootstrap_intervals, paired_bootstrap
-from ttlx.predictions import write_predictions
+from ttlx.runs.predictions import write_predictions
 
 CLASSES = ["negative", "positive"]
 

@@ -18,7 +18,7 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from ttlx.models import resolve_config
-from ttlx.models.pretrained import load_pretrained
+from ttlx.models.weights.pretrained import load_pretrained
 
 TOLERANCE = 1e-4
 ROOT = Path(__file__).resolve().parent.parent

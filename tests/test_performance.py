@@ -1,4 +1,4 @@
-"""ttlx.performance: the 1x1-conv-as-dot path computes what lax.conv computes; the process settings apply."""
+"""ttlx.runtime.process: the 1x1-conv-as-dot path computes what lax.conv computes; the process settings apply."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from ttlx import performance
+from ttlx import settings
+from ttlx.models import ops
+from ttlx.runtime import process
 
 
 def conv(x, kernel, stride, padding, fn):
@@ -32,7 +34,7 @@ def test_pointwise_conv_and_its_gradients_match_lax(stride):
     def loss(fn):
         return lambda x, k: jnp.sum(jnp.sin(conv(x, k, stride, ((0, 0), (0, 0)), fn)))
 
-    ours, theirs = loss(performance.conv_general_dilated), loss(lax.conv_general_dilated)
+    ours, theirs = loss(ops.conv_general_dilated), loss(lax.conv_general_dilated)
     np.testing.assert_allclose(ours(x, kernel), theirs(x, kernel), rtol=1e-5)
     for got, want in zip(jax.grad(ours, (0, 1))(x, kernel), jax.grad(theirs, (0, 1))(x, kernel), strict=True):
         assert got.shape == want.shape
@@ -46,7 +48,7 @@ def test_other_convolutions_go_to_lax_unchanged():
     x = jnp.asarray(rng.standard_normal((1, 8, 8, 4), np.float32))
     for shape, padding in (((3, 3, 4, 2), ((1, 1), (1, 1))), ((1, 1, 4, 2), ((1, 1), (1, 1)))):
         kernel = jnp.asarray(rng.standard_normal(shape, np.float32))
-        ours = conv(x, kernel, 1, padding, performance.conv_general_dilated)
+        ours = conv(x, kernel, 1, padding, ops.conv_general_dilated)
         np.testing.assert_array_equal(ours, conv(x, kernel, 1, padding, lax.conv_general_dilated))
 
 
@@ -65,7 +67,7 @@ def test_models_compute_only_their_1x1_convs_as_dots_with_the_same_output():
     assert jaxpr.count("conv_general_dilated[") == 2
     assert jaxpr.count("dot_general[") == 4
     convs = [m for _, m in nnx.iter_modules(model) if isinstance(m, nnx.Conv)]
-    assert len(convs) == 5 and all(c.conv_general_dilated is performance.conv_general_dilated for c in convs)
+    assert len(convs) == 5 and all(c.conv_general_dilated is ops.conv_general_dilated for c in convs)
     for conv in convs:  # back to XLA's convolution everywhere: the reference
         conv.conv_general_dilated = lax.conv_general_dilated
     assert str(jax.make_jaxpr(lambda x: model(x))(x)).count("conv_general_dilated[") == 5
@@ -74,18 +76,18 @@ def test_models_compute_only_their_1x1_convs_as_dots_with_the_same_output():
 
 def test_compilation_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("TTLX_CACHE_DIR", str(tmp_path / "ttlx"))
-    monkeypatch.delenv(performance.CACHE_ENV, raising=False)
-    assert performance.compilation_cache_dir() == tmp_path / "ttlx" / "jax-compilation"
-    monkeypatch.setenv(performance.CACHE_ENV, str(tmp_path / "mine"))
-    assert performance.compilation_cache_dir() == tmp_path / "mine"
-    monkeypatch.setenv(performance.CACHE_ENV, "off")
-    assert performance.compilation_cache_dir() is None
-    assert performance.enable_compilation_cache() is None
+    monkeypatch.delenv("TTLX_COMPILATION_CACHE", raising=False)
+    assert process.compilation_cache_dir() == tmp_path / "ttlx" / "jax-compilation"
+    monkeypatch.setenv("TTLX_COMPILATION_CACHE", str(tmp_path / "mine"))
+    assert process.compilation_cache_dir() == tmp_path / "mine"
+    monkeypatch.setenv("TTLX_COMPILATION_CACHE", "off")
+    assert process.compilation_cache_dir() is None
+    assert process.enable_compilation_cache() is None
 
 
 def test_malloc_tuning_can_be_switched_off(monkeypatch):
-    monkeypatch.setenv(performance.MALLOC_ENV, "0")
-    assert performance.tune_malloc() is False
+    monkeypatch.setenv("TTLX_TUNE_MALLOC", "0")
+    assert process.tune_malloc() is False
 
 
 @pytest.mark.parametrize(("setting", "cpu_runs_steps", "expected"),
@@ -102,11 +104,11 @@ def test_malloc_is_left_alone_where_an_accelerator_runs_the_steps(monkeypatch, s
             calls.append((param, value))
             return 1
 
-    monkeypatch.setattr(performance, "_cpu_backend_expected", lambda: cpu_runs_steps)
-    monkeypatch.setattr(performance.ctypes, "CDLL", lambda name: FakeLibc())
-    monkeypatch.setattr(performance.sys, "platform", "linux")
-    monkeypatch.setenv(performance.MALLOC_ENV, setting)
-    assert performance.tune_malloc() is expected
+    monkeypatch.setattr(process, "_cpu_backend_expected", lambda: cpu_runs_steps)
+    monkeypatch.setattr(process.ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.setattr(process.sys, "platform", "linux")
+    monkeypatch.setenv("TTLX_TUNE_MALLOC", setting)
+    assert process.tune_malloc() is expected
     assert len(calls) == (3 if expected else 0)
 
 
@@ -120,13 +122,13 @@ def test_tuned_malloc_keeps_more_than_2_gib_of_freed_heap(trim_threshold):
     threshold mallopt takes (what ttlx used before), under which glibc does trim.
     """
     override = f"libc.mallopt(-1, {trim_threshold}); " if trim_threshold else ""
-    code = ("import ctypes; from ttlx import performance; tuned = performance.tune_malloc(); "
+    code = ("import ctypes; from ttlx import performance; tuned = process.tune_malloc(); "
             "libc = ctypes.CDLL('libc.so.6'); libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p; "
             "libc.malloc.argtypes = [ctypes.c_size_t]; libc.free.argtypes = [ctypes.c_void_p]; "
             f"libc.sbrk.argtypes = [ctypes.c_long]; {override}"
             "block = libc.malloc(3 << 30); assert block; grown = libc.sbrk(0); libc.free(block); "
             "print(tuned, (grown - libc.sbrk(0)) >> 20)")
-    env = {**os.environ, performance.MALLOC_ENV: "1"}
+    env = {**os.environ, "TTLX_TUNE_MALLOC": "1"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     tuned, released_mib = done.stdout.split()
@@ -140,18 +142,18 @@ def test_tuned_malloc_keeps_more_than_2_gib_of_freed_heap(trim_threshold):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_configure_process_tunes_malloc_and_fills_the_cache(tmp_path):
     """In a fresh process: a compiled function lands in the configured cache directory."""
-    code = ("import json; from ttlx import performance; s = performance.configure_process(); "
+    code = ("import json; from ttlx import performance; s = process.configure_process(); "
             "import jax, jax.numpy as jnp; jax.config.update('jax_persistent_cache_min_compile_time_secs', 0); "
             "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready(); print(json.dumps(s))")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    env.update({performance.CACHE_ENV: str(tmp_path / "cache"), performance.MALLOC_ENV: "1"})
+    env.update({"TTLX_COMPILATION_CACHE": str(tmp_path / "cache"), "TTLX_TUNE_MALLOC": "1"})
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     applied = json.loads(done.stdout.splitlines()[-1])
     assert applied["malloc_tuned"] is True
-    assert applied["compilation_cache"] == str(tmp_path / "cache" / f"cpus-{performance.schedulable_cpus()}")
-    flags = performance.XLA_CPU_FLAGS.get(jaxlib.__version__, ())
-    assert applied["xla_flags"] == ([] if performance._accelerator_plugin_installed() else list(flags))
+    assert applied["compilation_cache"] == str(tmp_path / "cache" / f"cpus-{settings.schedulable_cpus()}")
+    flags = process.XLA_CPU_FLAGS.get(jaxlib.__version__, ())
+    assert applied["xla_flags"] == ([] if process._accelerator_plugin_installed() else list(flags))
     assert any((tmp_path / "cache").iterdir())
 
 
@@ -174,10 +176,10 @@ def test_a_program_compiled_on_one_core_is_not_reused_on_two(tmp_path, cache):
     JAX's cache directly, where the second run loads the one-core program (if this ever fails, JAX keys
     its cache on the CPU count and the ``cpus-N`` subfolder can go)."""
     two = sorted(os.sched_getaffinity(0))[:2]
-    setup = ("performance.enable_compilation_cache(); " if cache == "ttlx" else
+    setup = ("process.enable_compilation_cache(); " if cache == "ttlx" else
              f"jax.config.update('jax_compilation_cache_dir', {str(tmp_path / 'jax')!r}); ")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    env[performance.CACHE_ENV] = str(tmp_path / "ttlx")
+    env["TTLX_COMPILATION_CACHE"] = str(tmp_path / "ttlx")
     split = []
     for cpus in ({two[0]}, set(two)):
         code = _PARTITIONED_PROGRAM.format(cpus=cpus, cache=setup)
@@ -191,18 +193,18 @@ def test_a_program_compiled_on_one_core_is_not_reused_on_two(tmp_path, cache):
 
 def test_xla_flags_are_added_once_and_never_over_the_users(monkeypatch):
     flag = "--xla_cpu_some_flag=1"
-    monkeypatch.setitem(performance.XLA_CPU_FLAGS, jaxlib.__version__, (flag,))
-    monkeypatch.setattr(performance, "_accelerator_plugin_installed", lambda: False)
+    monkeypatch.setitem(process.XLA_CPU_FLAGS, jaxlib.__version__, (flag,))
+    monkeypatch.setattr(process, "_accelerator_plugin_installed", lambda: False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
-    assert performance.set_xla_cpu_flags() == [flag]
+    assert process.set_xla_cpu_flags() == [flag]
     assert os.environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/x {flag}"
-    assert performance.set_xla_cpu_flags() == []
+    assert process.set_xla_cpu_flags() == []
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_some_flag=0")
-    assert performance.set_xla_cpu_flags() == []
+    assert process.set_xla_cpu_flags() == []
     assert os.environ["XLA_FLAGS"] == "--xla_cpu_some_flag=0"
-    monkeypatch.setattr(performance, "_accelerator_plugin_installed", lambda: True)
+    monkeypatch.setattr(process, "_accelerator_plugin_installed", lambda: True)
     monkeypatch.setenv("XLA_FLAGS", "")
-    assert performance.set_xla_cpu_flags() == []  # GPU/TPU machines: the CPU flags are not needed
+    assert process.set_xla_cpu_flags() == []  # GPU/TPU machines: the CPU flags are not needed
 
 
 def torch_rule_max_pool_grad(x: np.ndarray, grad: np.ndarray, window: int, stride: int, pad: int) -> np.ndarray:
@@ -231,10 +233,10 @@ def test_max_pool_matches_flax_forward_and_the_first_maximum_gradient(shape, win
     x[..., 0] = np.round(x[..., 0])  # many ties in one channel: the first maximum of a window wins
     padding = ((pad, pad), (pad, pad))
     expected = nnx.max_pool(jnp.asarray(x), (window, window), strides=(stride, stride), padding=padding)
-    y = performance.max_pool(jnp.asarray(x), window, stride, pad, unroll)
+    y = ops.max_pool(jnp.asarray(x), window, stride, pad, unroll)
     np.testing.assert_array_equal(np.asarray(y), np.asarray(expected))
     grad = rng.standard_normal(y.shape).astype(np.float32)
-    _, vjp = jax.vjp(lambda v: performance.max_pool(v, window, stride, pad, unroll), jnp.asarray(x))
+    _, vjp = jax.vjp(lambda v: ops.max_pool(v, window, stride, pad, unroll), jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(grad))[0]),
                                torch_rule_max_pool_grad(x, grad, window, stride, pad), rtol=1e-6, atol=1e-6)
 
@@ -243,7 +245,7 @@ def test_max_pool_gradient_equals_jax_autodiff_without_ties_in_bfloat16_too():
     x = jax.random.normal(jax.random.key(1), (2, 12, 12, 4))
     for dtype, tol in ((jnp.float32, 1e-6), (jnp.bfloat16, 1e-2)):
         v = x.astype(dtype)
-        ours = jax.grad(lambda v: jnp.sum(jnp.sin(performance.max_pool(v, 3, 2, 1).astype(jnp.float32))))(v)
+        ours = jax.grad(lambda v: jnp.sum(jnp.sin(ops.max_pool(v, 3, 2, 1).astype(jnp.float32))))(v)
         flax_grad = jax.grad(lambda v: jnp.sum(jnp.sin(nnx.max_pool(v, (3, 3), strides=(2, 2), padding=(
             (1, 1), (1, 1))).astype(jnp.float32))))(v)
         assert ours.dtype == dtype
@@ -254,9 +256,9 @@ def test_max_pool_gradient_equals_jax_autodiff_without_ties_in_bfloat16_too():
                          [(False, "", True), (True, "cuda,cpu", False), (True, "cpu,cuda", True), (True, "CPU", True)])
 def test_the_cpu_runs_the_steps_unless_an_accelerator_plugin_is_there_and_chosen(monkeypatch, plugin, platforms,
                                                                               expected):
-    monkeypatch.setattr(performance, "_accelerator_plugin_installed", lambda: plugin)
+    monkeypatch.setattr(process, "_accelerator_plugin_installed", lambda: plugin)
     monkeypatch.setenv("JAX_PLATFORMS", platforms)
-    assert performance._cpu_backend_expected() is expected
+    assert process._cpu_backend_expected() is expected
 
 
 def _train_loss_and_grads(model, x):
@@ -296,7 +298,7 @@ def test_accelerator_formulations_compute_what_the_cpu_ones_do(monkeypatch):
     # the accelerator program takes the other routes: a 4x4 stem over 12 channels, no 1x1 convs as dots
     assert "f32[4,4,12,64]" not in cpu_jaxpr and cpu_jaxpr.count("dot_general[") > 1
     assert "f32[4,4,12,64]" in gpu_jaxpr and gpu_jaxpr.count("dot_general[") == 1  # only the head
-    with performance.xla_convolutions():  # MAC counting reads the plain 7x7 convolution on every backend
+    with ops.xla_convolutions():  # MAC counting reads the plain 7x7 convolution on every backend
         assert "f32[4,4,12,64]" not in _forward_jaxpr(model, x)
     odd = jnp.zeros((1, 33, 33, 3), jnp.float32)  # odd sides: the plain convolution
     assert "f32[4,4,12,64]" not in _forward_jaxpr(model, odd)
@@ -320,7 +322,7 @@ def test_heap_frozen_spares_what_lived_on_entry_and_frees_it_after():
 
     old, new = Cycle(), None
     old_ref = weakref.ref(old)
-    with performance.heap_frozen():
+    with process.heap_frozen():
         assert gc.get_freeze_count() > 0
         del old
         gc.collect()

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from ttlx.cli import app
 from ttlx.data.stored_form import StoredForm
 from ttlx.errors import ConfigError, DataError
-from ttlx.predict_files import predict_files
-from ttlx.predictions import read_predictions
+from ttlx.evaluation.predict import predict_files
+from ttlx.runs.predictions import read_predictions
 
 
 def run_cli(*args):
@@ -132,7 +132,7 @@ def test_a_stored_form_pads_shrinks_and_converts_as_prepare_does(tmp_path):
 
 
 def test_file_predictions_of_a_multilabel_run_hold_a_probability_per_finding(tmp_path):
-    from ttlx.predictions import write_file_predictions
+    from ttlx.runs.predictions import write_file_predictions
 
     probs = np.array([[0.9, 0.2], [0.4, 0.7]])
     path = write_file_predictions(tmp_path / "p.csv", ["a.png", "b,c.png"], probs, ["Edema", "No Finding"],

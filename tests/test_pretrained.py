@@ -22,9 +22,17 @@ from ttlx import registry
 from ttlx.cli import app
 from ttlx.config import ModelConfig
 from ttlx.errors import WeightsError
-from ttlx.models import convert, create_model, resolve_config
+from ttlx.models import create_model, resolve_config
 from ttlx.models.architecture import HubWeights
-from ttlx.models.pretrained import convert_file, converted_path, fetch, load_pretrained, resolve_source, weights_rows
+from ttlx.models.weights import convert
+from ttlx.models.weights.pretrained import (
+    convert_file,
+    converted_path,
+    fetch,
+    load_pretrained,
+    resolve_source,
+    weights_rows,
+)
 
 HUB = HubWeights("someone/tinyhub", torchvision_url="https://example.invalid/models/tinyhub-00000000.pth")
 
@@ -218,12 +226,12 @@ def test_a_users_own_torchvision_file_that_fails_its_hash_is_kept(tinyhub, tmp_p
 
 
 def run_dir(tmp_path: Path, monkeypatch, cfg: ModelConfig, flat: dict) -> Path:
-    import ttlx.checkpoint
+    import ttlx.runs.checkpoint
 
     folder = tmp_path / "run"
     folder.mkdir(exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"model": cfg.to_dict()}))
-    monkeypatch.setattr(ttlx.checkpoint, "load_run_weights", lambda path: (cfg, flat))
+    monkeypatch.setattr(ttlx.runs.checkpoint, "load_run_weights", lambda path: (cfg, flat))
     return folder
 
 

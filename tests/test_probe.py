@@ -68,9 +68,9 @@ def tiny_backbone(tinynet):
 def test_one_pass_of_the_backbone_gives_each_truncated_network_its_features(tiny_backbone):
     from flax import nnx
 
-    from ttlx.checkpoint import assign_model_state, flatten
+    from ttlx.cost.model_cost import abstract_model
     from ttlx.models import resolve_config
-    from ttlx.models.cost import abstract_model
+    from ttlx.runs.checkpoint import assign_model_state, flatten
 
     images, labels = tinted(40, seed=0)
     points = probe_points("tinynet", image_size=32)

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from ttlx.progress import TrainProgress
+from ttlx.training.progress import TrainProgress
 
 
 def console() -> tuple[Console, io.StringIO]:

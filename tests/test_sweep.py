@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from fake_data import FakeData
 
-import ttlx.train
-from ttlx import launchers
+import ttlx.training.loop
 from ttlx.errors import ConfigError
-from ttlx.sweep import Grid, expand, grid_from_dict, load_grid_file, open_sweep_dir, parse_int_list, run_sweep
-from ttlx.sweep_summary import markdown_table, summarize
+from ttlx.sweeps import launchers
+from ttlx.sweeps.grid import Grid, expand, grid_from_dict, load_grid_file, open_sweep_dir, parse_int_list, run_sweep
+from ttlx.sweeps.summary import markdown_table, summarize
 
 TINY = {"pretrained": "random", "head": "pool", "image_size": 32, "batch_size": 8, "lr": 1e-2, "max_epoch": 2}
 
@@ -108,7 +108,7 @@ def test_summary_is_mean_and_sample_std_over_repeats():
 
 @pytest.fixture
 def fake_source(monkeypatch, tinynet):
-    monkeypatch.setattr(ttlx.train, "data_source", FakeData)
+    monkeypatch.setattr(ttlx.training.loop, "data_source", FakeData)
     return FakeData
 
 
@@ -139,7 +139,7 @@ def test_local_sweep_runs_every_run_skips_finished_ones_and_survives_a_failure(t
     def failing_eval(cfg, **_):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("ttlx.evaluate.evaluate_run", failing_eval)
+    monkeypatch.setattr("ttlx.evaluation.evaluate.evaluate_run", failing_eval)
     seen.clear()
     result = run_sweep(tiny_grid(), tmp_path, launch=launch)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # no finished run trained again
@@ -152,7 +152,7 @@ def test_local_sweep_runs_every_run_skips_finished_ones_and_survives_a_failure(t
 def test_submitit_local_launcher_runs_jobs_in_their_own_process(tmp_path, fake_source, monkeypatch):
     tests_dir = str(Path(__file__).parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setattr("ttlx.sweep.run_one", __import__("sweep_job").tiny_job)
+    monkeypatch.setattr("ttlx.sweeps.grid.run_one", __import__("sweep_job").tiny_job)
     monkeypatch.setattr(launchers, "run_one", __import__("sweep_job").tiny_job)
     grid = Grid(dataset="fake", model="tinynet", trunc=(1,), exp=(1,), base=TINY)
     options = launchers.SlurmOptions(timeout_min=10)

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from ttlx.analysis.paired import paired_comparison
 from ttlx.cli import app
-from ttlx.predictions import write_predictions
-from ttlx.sweep_paired import paired_rows, verdict
+from ttlx.runs.predictions import write_predictions
+from ttlx.sweeps.paired import paired_rows, verdict
 
 CLASSES = ["negative", "positive"]
 
@@ -46,7 +46,7 @@ def sweep(tmp_path):
 
 
 def test_a_run_evaluated_on_other_images_is_named_with_the_reason(sweep):
-    from ttlx.predictions import read_predictions
+    from ttlx.runs.predictions import read_predictions
 
     other = add_run(sweep, "t3_e1", trunc=3, exp=1, noise=0.3)
     rows = read_predictions(other / "predictions_test.csv")

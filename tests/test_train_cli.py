@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ttlx.cli import app
-from ttlx.predictions import read_predictions
+from ttlx.runs.predictions import read_predictions
 
 
 def run_cli(*args: str):

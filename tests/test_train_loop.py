@@ -18,12 +18,12 @@ from fake_data import FakeData
 from flax import nnx
 from tiny_model import tiny_train_config
 
-from ttlx import performance
-from ttlx.checkpoint import flatten, load_model_state, load_run_weights
 from ttlx.config import ModelConfig
 from ttlx.errors import ConfigError, UserError, WeightsError
-from ttlx.run_dir import RunDir, open_run
-from ttlx.train import TIMING_COLUMNS, TrainingDiverged, resolve_model, train
+from ttlx.runs.checkpoint import flatten, load_model_state, load_run_weights
+from ttlx.runs.run_dir import RunDir, open_run
+from ttlx.runtime import process
+from ttlx.training.loop import TIMING_COLUMNS, TrainingDiverged, resolve_model, train
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
@@ -133,17 +133,17 @@ def test_force_starts_over(tmp_path, tinynet):
 
 def test_epochs_run_with_the_heap_out_of_the_garbage_collectors_reach_and_curves_drawn_at_most_every_30_s(
         tmp_path, tinynet, monkeypatch):
-    from ttlx import figures
-    from ttlx import train as training
+    from ttlx.report.tables import figures
+    from ttlx.training import loop as training
 
     frozen_at_epoch_start, curves = [], []
-    freeze, draw = performance.freeze_heap, figures.train_curves
+    freeze, draw = process.freeze_heap, figures.train_curves
 
     def spy():
         freeze()
         frozen_at_epoch_start.append(gc.get_freeze_count())
 
-    monkeypatch.setattr(performance, "freeze_heap", spy)
+    monkeypatch.setattr(process, "freeze_heap", spy)
     monkeypatch.setattr(figures, "train_curves", lambda rows, path: curves.append(len(rows)) or draw(rows, path))
     monkeypatch.setattr(training, "CURVES_EVERY_S", 3600.0)
     loaders, closed_iterators = [], []
@@ -203,7 +203,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     workdir = tmp_path / "nan"
     with pytest.raises(TrainingDiverged) as err:
         train(tiny_train_config(workdir), progress=False, data=NaNData())
-    assert gc.get_freeze_count() == 0  # the run's objects are collectable again (performance.heap_frozen)
+    assert gc.get_freeze_count() == 0  # the run's objects are collectable again (process.heap_frozen)
     assert str(err.value) == (
         f"The loss became nan at epoch 2, step 3; training stopped and the last good checkpoint (epoch 1) is kept "
         f"in {workdir / 'checkpoints'}. Lower --lr or check the data, then start again with --force."

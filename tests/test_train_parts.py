@@ -14,12 +14,12 @@ from flax import nnx
 
 from ttlx.config import ModelConfig, TrainConfig
 from ttlx.errors import ConfigError
-from ttlx.freeze import frozen_paths, param_labels, units_to_freeze
-from ttlx.losses import weighted_binary_cross_entropy, weighted_cross_entropy
-from ttlx.optim import learning_rate, make_optimizer, with_learning_rate
-from ttlx.run_dir import run_name
-from ttlx.schedule import PlateauTracker
-from ttlx.sharding import check_batch_size
+from ttlx.runs.run_dir import run_name
+from ttlx.training.freeze import frozen_paths, param_labels, units_to_freeze
+from ttlx.training.losses import weighted_binary_cross_entropy, weighted_cross_entropy
+from ttlx.training.optim import learning_rate, make_optimizer, with_learning_rate
+from ttlx.training.schedule import PlateauTracker
+from ttlx.training.sharding import check_batch_size
 
 # torch 2.14: ReduceLROnPlateau(Adam(lr=1e-4), mode='min', factor=0.5, patience=5), stepped with VALUES
 VALUES = [1.0, 0.9, 0.89995, 0.95, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.85] + [0.9] * 12
@@ -174,10 +174,10 @@ def test_run_names_hold_every_non_default_option():
 
 
 def test_the_train_state_holds_plain_arrays_under_the_checkpoint_keys_of_the_models_variables(tinynet):
-    from ttlx import checkpoint as ckpt
     from ttlx.models import create_model
-    from ttlx.sharding import data_mesh, shard_batch
-    from ttlx.train_step import init_state, make_steps, model_arrays
+    from ttlx.runs import checkpoint as ckpt
+    from ttlx.training.sharding import data_mesh, shard_batch
+    from ttlx.training.steps import init_state, make_steps, model_arrays
 
     model = create_model("tinynet", 1, num_classes=3, head="pool", image_size=32, seed=0)
     params, rest = model_arrays(model)

@@ -4,7 +4,7 @@ Every config checks its values when it is made (``__post_init__``), so a value t
 learning rate of 0, a batch of -1, a dtype that does not exist) stops with one :class:`ConfigError`
 sentence naming the ``ttlx`` flag and what it takes, before anything is read, built or written.
 What depends on the architecture (truncation points, ``--freeze-until``, ``--slim-from``) or on the
-dataset is checked where those are known (``Architecture.validate``, ``ttlx.freeze``, the data layer).
+dataset is checked where those are known (``Architecture.validate``, ``ttlx.training.freeze``, the data layer).
 """
 
 from __future__ import annotations
@@ -98,23 +98,9 @@ def check_bool(value: Any, flag: str) -> None:
 def check_bootstrap(value: Any) -> None:
     """``--bootstrap``: resamples for the confidence intervals, 0 for none (and ``$TTLX_BOOTSTRAP_WORKERS``)."""
     check_int(value, "--bootstrap", 0, what="0 (no intervals) or a number of resamples")
-    bootstrap_workers_setting()
+    from ttlx import settings
 
-
-BOOTSTRAP_WORKERS_ENV = "TTLX_BOOTSTRAP_WORKERS"
-
-
-def bootstrap_workers_setting() -> int | None:
-    """``$TTLX_BOOTSTRAP_WORKERS``: processes that score the bootstrap's resamplings (None where unset;
-    ``ttlx.metrics.bootstrap_workers`` then chooses)."""
-    import os
-
-    value = os.environ.get(BOOTSTRAP_WORKERS_ENV, "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"{BOOTSTRAP_WORKERS_ENV} must be a whole number of at least 1, got '{value}'.")
-    return int(value)
+    settings.bootstrap_workers()
 
 
 def check_seed(value: Any) -> None:

@@ -14,6 +14,8 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
+from ttlx import settings
+
 SUMMARY = ("accuracy", "balanced_accuracy", "auroc", "auprc", "auprc_trapz")
 
 
@@ -127,17 +129,12 @@ def _scored_list(labels, probs, classes, multilabel, draws) -> list:
 def bootstrap_workers(scorings: int) -> int:
     """Processes that score resamplings: ``$TTLX_BOOTSTRAP_WORKERS`` if set, else one per available core
     (at most 8) once there are at least 200 scorings, where the workers' start (about a second) pays."""
-    import os
-
-    from ttlx.config import bootstrap_workers_setting
-
-    setting = bootstrap_workers_setting()
+    setting = settings.bootstrap_workers()
     if setting is not None:
         return setting
     if scorings < 200:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, 8))
+    return max(1, min(settings.schedulable_cpus(), 8))
 
 
 def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, classes, multilabel: bool = False, *,

@@ -14,11 +14,12 @@ load). Tests register fakes with :meth:`Registry.register` instead of depending 
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
+
+from ttlx import settings
 
 BUILTIN_PACKAGE = "ttlx"
 
@@ -107,10 +108,8 @@ def _entry_points(group: str) -> list[EntryPoint]:
 
 
 def _allowed(package: str) -> bool:
-    only = os.environ.get("TTLX_PLUGINS")
-    if not only or package == BUILTIN_PACKAGE:
-        return True
-    return package in {p.strip() for p in only.split(",") if p.strip()}
+    only = settings.plugin_packages()
+    return only is None or package == BUILTIN_PACKAGE or package in only
 
 
 # a model is an Architecture (build) or an old name that translates to one (translate)

@@ -2,7 +2,7 @@
 
 The paper reports each method as a mean over three repeats; on one repeat's test split, whether TTL-2 beats
 FTL is a question about the same images scored by two networks. ``paired_comparison`` reads the two runs'
-``predictions_<split>.csv`` (written by ``ttlx eval``, :mod:`ttlx.predictions`), checks that they hold the
+``predictions_<split>.csv`` (written by ``ttlx eval``, :mod:`ttlx.runs.predictions`), checks that they hold the
 same images with the same labels, and resamples the images once for both
 (:func:`ttlx.metrics.paired_bootstrap`).
 """
@@ -18,7 +18,7 @@ from ttlx.errors import ConfigError, DataError, UserError
 
 def predictions_of(source: str | Path, split: str) -> tuple[Path, dict[str, np.ndarray]]:
     """(path, columns) of a run dir's ``predictions_<split>.csv``, or of a predictions CSV named directly."""
-    from ttlx.predictions import predictions_path, read_predictions
+    from ttlx.runs.predictions import predictions_path, read_predictions
 
     source = Path(source)
     path = source if source.is_file() else predictions_path(source, split)

@@ -37,9 +37,9 @@ def probe_points(model: str, *, points: Sequence[int] | None = None, layerwise: 
 
     Unknown points raise :class:`ttlx.errors.ConfigError` naming the point, before any data is read.
     """
+    from ttlx.cost.model_cost import count_params
     from ttlx.models import get_architecture, resolve_config
     from ttlx.models.abstract import abstract_model
-    from ttlx.models.cost import count_params
 
     arch = get_architecture(model)
     wanted = points if points is not None else (arch.layer_points() if layerwise else arch.block_points)

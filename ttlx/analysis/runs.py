@@ -26,7 +26,7 @@ class Run:
 
 
 def open_run(run_dir: str | Path) -> Run:
-    from ttlx.run_dir import RunDir
+    from ttlx.runs.run_dir import RunDir
 
     path = Path(run_dir).absolute()  # orbax refuses relative checkpoint paths
     saved = RunDir(path).read_config()
@@ -40,9 +40,9 @@ def finetuned_network(run: Run, checkpoint: str = "best"):
     Built with shapes only, then filled: the checkpoint holds every variable, so no random
     initialisation is compiled and thrown away.
     """
-    from ttlx.checkpoint import assign_model_state, load_model_state
     from ttlx.models import get_architecture
     from ttlx.models.abstract import abstract_model
+    from ttlx.runs.checkpoint import assign_model_state, load_model_state
 
     if checkpoint not in ("best", "latest"):
         raise ConfigError(f"Unknown checkpoint '{checkpoint}'; choose best or latest.")

@@ -36,10 +36,10 @@ def analyze_cost(
 ):
     """Parameters, GMACs (conv+linear and ptflops-style) and batch-1 latency of a (truncated) model."""
     compiling_command()
+    from ttlx.cost.model_cost import model_cost, summary_rows
     from ttlx.errors import ConfigError
     from ttlx.models import resolve_config
-    from ttlx.models.cost import model_cost, summary_rows
-    from ttlx.report import print_rows
+    from ttlx.report.tables import print_rows
 
     if repeats < 0:
         raise ConfigError(f"--repeats must be 0 (no timing) or more, got {repeats}.")
@@ -75,7 +75,7 @@ def analyze_svcca(
     compiling_command()
     from ttlx.analysis.runs import svcca_of_run
     from ttlx.errors import ConfigError
-    from ttlx.report import print_rows
+    from ttlx.report.tables import print_rows
 
     if not 0 < keep <= 1:
         raise ConfigError(f"--keep is a share of variance in (0, 1], got {keep}.")
@@ -125,7 +125,7 @@ def analyze_paired(
 ):
     """B minus A on the same images: each metric's difference, 95% paired bootstrap interval and p-value."""
     from ttlx.analysis.paired import p_text, paired_comparison
-    from ttlx.report import print_rows
+    from ttlx.report.tables import print_rows
 
     result = paired_comparison(run_a, run_b, split=split, resamples=bootstrap, seed=seed)
     if json_out:

@@ -83,9 +83,9 @@ def user_errors(fn):
 def compiling_command() -> None:
     """Process settings for a command that compiles: compilation cache, allocator, XLA:CPU flags.
 
-    Runs before JAX starts its backends (see ``ttlx.performance``); none of it changes results.
+    Runs before JAX starts its backends (see ``ttlx.runtime.process``); none of it changes results.
     """
-    from ttlx.performance import configure_process
+    from ttlx.runtime.process import configure_process
 
     configure_process()
 

@@ -17,8 +17,8 @@ def models(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ):
     """List registered architectures, their truncation points, output shapes and parameter counts."""
-    from ttlx.models.catalog import model_table
-    from ttlx.report import print_rows
+    from ttlx.cost.catalog import model_table
+    from ttlx.report.tables import print_rows
 
     rows = model_table(image_size=image_size, layerwise=layerwise)
     if json_out:
@@ -32,7 +32,7 @@ def models(
 def plugins(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False):
     """List every registered dataset and model and the package that provides it."""
     from ttlx.plugins_table import plugin_rows
-    from ttlx.report import print_rows
+    from ttlx.report.tables import print_rows
 
     rows = plugin_rows()
     if json_out:

@@ -56,9 +56,9 @@ def sweep(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ttlx import launchers
-    from ttlx import sweep as sweeps
     from ttlx.config import check_bootstrap
+    from ttlx.sweeps import grid as sweeps
+    from ttlx.sweeps import launchers
 
     # the launcher and its options are checked before the grid is expanded or the sweep dir is made
     check_bootstrap(bootstrap)
@@ -120,8 +120,8 @@ def sweep_report(
 ):
     """Rebuild summary.csv, summary.md and the figure of a sweep dir from its runs."""
     from ttlx.config import check_int
-    from ttlx.sweep import GRID_FILE
-    from ttlx.sweep_summary import write_summary
+    from ttlx.sweeps.grid import GRID_FILE
+    from ttlx.sweeps.summary import write_summary
 
     check_int(bootstrap, "--bootstrap", 1)
     if not (sweep_dir / GRID_FILE).is_file():
@@ -132,7 +132,7 @@ def sweep_report(
         from rich.console import Console
         from rich.markdown import Markdown
 
-        from ttlx.sweep_paired import write_paired
+        from ttlx.sweeps.paired import write_paired
 
         write_paired(sweep_dir, resamples=bootstrap)
         Console().print(Markdown((sweep_dir / "paired.md").read_text()))

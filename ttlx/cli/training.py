@@ -87,8 +87,8 @@ def train(
         import jax
 
         jax.distributed.initialize(coordinator, num_processes, process_id)
-    from ttlx import train as training
-    from ttlx.run_dir import RunDir
+    from ttlx.runs.run_dir import RunDir
+    from ttlx.training import loop as training
 
     run_dir = training.resolve_run_dir(cfg)
     if not (test and RunDir(run_dir).finished() and not force):
@@ -119,7 +119,7 @@ def eval_run(
 
 
 def _evaluate(cfg, json_out: bool) -> None:
-    from ttlx.evaluate import evaluate_run
+    from ttlx.evaluation.evaluate import evaluate_run
 
     result = evaluate_run(cfg, show=not json_out)
     if json_out:
@@ -140,7 +140,7 @@ def predict(
 ):
     """Class probabilities of image files from a trained run, one CSV row per file."""
     compiling_command()
-    from ttlx.predict_files import predict_files
+    from ttlx.evaluation.predict import predict_files
 
     path, summary = predict_files(run_dir, paths, out=out, checkpoint=checkpoint, batch_size=bs, data_dir=data_dir)
     if json_out:

@@ -26,7 +26,7 @@ def weights_fetch(
 ):
     """Download torchvision ImageNet weights (hub copy, SHA-256 verified) and cache them converted."""
     from ttlx.models import get_architecture
-    from ttlx.models.pretrained import fetch
+    from ttlx.models.weights.pretrained import fetch
 
     path = fetch(get_architecture(arch), source, force=force)
     typer.echo(f"{arch} {source} weights ready in {path}; use them with --pretrained {source}.")
@@ -42,7 +42,7 @@ def weights_convert(
 ):
     """Convert a local torchvision-format weights file into the cache (for machines without internet)."""
     from ttlx.models import get_architecture
-    from ttlx.models.pretrained import convert_file
+    from ttlx.models.weights.pretrained import convert_file
 
     path = convert_file(get_architecture(arch), file, source)
     typer.echo(f"Converted {file} into {path}; use it with --pretrained {path.stem}.")
@@ -56,8 +56,8 @@ def weights_list(
     """List the named weights of every architecture, where they come from and whether they are cached."""
     from ttlx import registry
     from ttlx.models.architecture import Architecture
-    from ttlx.models.pretrained import weights_rows
-    from ttlx.report import print_rows
+    from ttlx.models.weights.pretrained import weights_rows
+    from ttlx.report.tables import print_rows
 
     rows = [row for entry in registry.models.entries() if isinstance(entry.obj, Architecture)
             for row in weights_rows(entry.obj)]

@@ -177,6 +177,6 @@ def normalize(batch: np.ndarray) -> np.ndarray:
 
 def normalize_table() -> np.ndarray:
     """[256, 3] float32: :func:`normalize` of every uint8 level in each channel, the table a device looks the
-    levels up in (``ttlx.train_step.model_input``) to get the host's values bit for bit."""
+    levels up in (``ttlx.training.steps.model_input``) to get the host's values bit for bit."""
     levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
     return normalize(levels[None])[0]

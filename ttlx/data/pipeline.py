@@ -8,13 +8,13 @@ number of worker processes, and resuming only needs the number of batches alread
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ttlx import settings
 from ttlx.data import augment
 from ttlx.data.labels import LabelPolicy, class_weights_from
 from ttlx.data.records import RecordReader
@@ -165,26 +165,16 @@ class LoaderIterator:
             close()
 
 
-THREADS_ENV = "TTLX_LOADER_THREADS"
-
-
 def loader_threads(num_threads: int | None = None) -> int:
     """grain read threads per loading process: ``num_threads``, else ``$TTLX_LOADER_THREADS``, else
     min(4, CPUs). A thread holds the GIL for about a fifth of each image (RESULTS section 6.3), so more
     threads in one process stop paying off near five, and in the training process on a GPU host they slow
     the loop that launches the steps (RESULTS section 7); ``--num-workers`` adds processes instead."""
     if num_threads is None:
-        value = os.environ.get(THREADS_ENV, "").strip()
-        if not value:
-            return min(4, os.cpu_count() or 1)
-        try:
-            num_threads = int(value)
-        except ValueError:
-            raise ConfigError(f"{THREADS_ENV}={value!r} is not a number; set it to a whole number of threads "
-                              "(1 or more) or unset it.") from None
+        num_threads = settings.loader_threads() or min(4, settings.schedulable_cpus())
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
         raise ConfigError(f"The loader needs at least 1 thread, got {num_threads!r} (num_threads or "
-                          f"{THREADS_ENV}).")
+                          "TTLX_LOADER_THREADS).")
     return num_threads
 
 
@@ -216,7 +206,7 @@ def loader_workers(num_workers: int | None = None, one_pass_batches: int | None 
 
     if jax.default_backend() == "cpu":
         return 0
-    workers = max(1, min((os.cpu_count() or 2) // 2, WORKERS_PER_ACCELERATOR * jax.local_device_count()))
+    workers = max(1, min(settings.schedulable_cpus() // 2, WORKERS_PER_ACCELERATOR * jax.local_device_count()))
     if one_pass_batches is not None:
         workers = min(workers, one_pass_batches // ONE_PASS_BATCHES_PER_WORKER)
     return workers

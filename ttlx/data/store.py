@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ttlx import settings
 from ttlx.errors import DataError
 
 MARKER = "prepared.json"  # written last: a dataset folder without it is not prepared
@@ -18,7 +19,7 @@ FORMAT = 1
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("TTLX_DATA_DIR") or "data")
+    return settings.data_dir()
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:

@@ -67,7 +67,7 @@ def create_model(name: str, trunc: int = -1, *, num_classes: int = 1000, head: s
     """
     arch, cfg = resolve_config(name, trunc, layerwise=layerwise, head=head, num_classes=num_classes,
                                image_size=image_size, slim_from=slim_from, slim_factor=slim_factor, dtype=dtype)
-    from ttlx.models.pretrained import load_pretrained, read_weights
+    from ttlx.models.weights.pretrained import load_pretrained, read_weights
 
     weights = read_weights(arch, cfg, pretrained)  # a bad or missing source fails before the slow build
     model = build_model(arch, cfg, seed)

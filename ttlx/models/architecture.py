@@ -37,7 +37,7 @@ class Architecture:
     slim_stages: tuple[int, ...] = ()
     max_slim_factor: int | None = None  # the largest --slim-factor that leaves every slimmed layer a channel
     # on CPU, compile a training run's programs in a helper process first: programs this big slow the steps
-    # of the process that compiled them (ttlx.compile_helper, benchmarks/RESULTS.md section 2.8)
+    # of the process that compiled them (ttlx.runtime.precompile, benchmarks/RESULTS.md section 2.8)
     cpu_compile_in_helper: bool = False
     stage_units: tuple[int, ...] = ()  # units per stage, e.g. ResNet50 bottlenecks (3, 4, 6, 3)
     weights: dict[str, HubWeights] = field(default_factory=dict)

@@ -21,7 +21,7 @@ def adam(learning_rate, weight_decay: float) -> optax.GradientTransformation:
 
 def make_optimizer(labels, *, lr: float, ptl_decay: float = 1.0, weight_decay: float = 0.0
                    ) -> optax.GradientTransformation:
-    """Adam over the labelled parameter groups (see :func:`ttlx.freeze.param_labels`)."""
+    """Adam over the labelled parameter groups (see :func:`ttlx.training.freeze.param_labels`)."""
     present = set(jax.tree.leaves(labels))
 
     def groups(learning_rate):

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ttlx import settings
 from ttlx.config import ModelConfig, TrainConfig
 from ttlx.errors import ConfigError, UserError, WriteError, write_failure_cause
 
@@ -65,7 +66,7 @@ def run_name(cfg: TrainConfig, model_cfg: ModelConfig) -> str:
 
 def default_workdir(cfg: TrainConfig, model_cfg: ModelConfig, dataset: str) -> Path:
     """``runs/<dataset>/<run name>`` under ``$TTLX_RUNS_DIR`` (default ``./runs``)."""
-    root = Path(os.environ.get("TTLX_RUNS_DIR", "runs"))
+    root = settings.runs_dir()
     return root / dataset / run_name(cfg, model_cfg)
 
 

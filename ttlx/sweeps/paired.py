@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ttlx.errors import UserError
-from ttlx.sweep_summary import run_label, write_csv
+from ttlx.sweeps.summary import run_label, write_csv
 
 PAIRED_METRICS = ("auroc", "auprc_trapz")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ttlx.data.csvlist import LABEL_COLUMNS, CsvList
+from ttlx.data.datasets.csvlist import LABEL_COLUMNS, CsvList
 from ttlx.data.spec import bad_labels
 
 CLASSES = ("negative", "positive")

@@ -18,9 +18,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from ttlx.freeze import freeze_batchnorm
-from ttlx.losses import batch_loss_terms
-from ttlx.sharding import batch_sharded, replicate, replicated, shard_batch, to_host
+from ttlx.training.freeze import freeze_batchnorm
+from ttlx.training.losses import batch_loss_terms
+from ttlx.training.sharding import batch_sharded, replicate, replicated, shard_batch, to_host
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Every file is stored as the run's dataset stored its images (``ttlx.data.stored_form``: grayscale or RGB,
 padded to a square where the dataset is, shrunk, re-encoded), then goes through the evaluation transform, so
 the network sees it as it saw its own test images. The result is one CSV row per file
-(:func:`ttlx.predictions.write_file_predictions`), written whole once every file is scored: a file that is
+(:func:`ttlx.runs.predictions.write_file_predictions`), written whole once every file is scored: a file that is
 missing or not an image stops the command with a sentence naming it, before anything is written.
 """
 
@@ -46,7 +46,7 @@ def predict_files(run_dir, paths, *, out=None, checkpoint: str = "best", batch_s
     from ttlx.config import check_int
     from ttlx.data.augment import eval_transform, normalize
     from ttlx.metrics import probabilities
-    from ttlx.predictions import write_file_predictions
+    from ttlx.runs.predictions import write_file_predictions
 
     check_int(batch_size, "--bs", 1)
     run = open_run(run_dir)

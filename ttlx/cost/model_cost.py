@@ -15,9 +15,9 @@ import jax
 from flax import nnx
 
 from ttlx.config import ModelConfig
+from ttlx.cost.latency import latency_ms
+from ttlx.cost.macs import count_macs
 from ttlx.models.abstract import abstract_model
-from ttlx.models.latency import latency_ms
-from ttlx.models.macs import count_macs
 
 
 def _dotted(path: Iterable[Any]) -> str:

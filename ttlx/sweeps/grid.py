@@ -201,8 +201,8 @@ def open_sweep_dir(path: Path, grid: Grid) -> None:
 
 def place_runs(specs: list[RunSpec], sweep_dir: Path) -> list[RunSpec]:
     """Point every run's workdir into ``<sweep dir>/runs/`` with the name ``ttlx train`` would give it."""
-    from ttlx.run_dir import run_name
-    from ttlx.train import data_source, resolve_model
+    from ttlx.runs.run_dir import run_name
+    from ttlx.training.loop import data_source, resolve_model
 
     data, classes = data_source(), {}
     placed = []
@@ -218,9 +218,9 @@ def place_runs(specs: list[RunSpec], sweep_dir: Path) -> list[RunSpec]:
 
 def run_one(config: dict[str, Any], bootstrap: int = 1000) -> dict[str, Any]:
     """Train (or resume) one run and evaluate it on test; skip what is already done. Picklable for submitit."""
-    from ttlx.evaluate import evaluate_run
-    from ttlx.run_dir import RunDir
-    from ttlx.train import train
+    from ttlx.evaluation.evaluate import evaluate_run
+    from ttlx.runs.run_dir import RunDir
+    from ttlx.training.loop import train
 
     cfg = TrainConfig.from_dict(config)
     run = RunDir(cfg.workdir)
@@ -248,7 +248,7 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
 
 def run_sweep(grid: Grid, out: str | Path, *, launch, probe: bool = False, report=None) -> dict[str, Any]:
     """Check the grid, run what is not done yet through ``launch(specs)``, and write the summary."""
-    from ttlx.sweep_summary import write_summary
+    from ttlx.sweeps.summary import write_summary
 
     sweep_dir = Path(out)
     specs = expand(grid)  # the grid against the model and every run's options
@@ -270,7 +270,7 @@ def write_probe_ranking(grid: Grid, sweep_dir: Path) -> list[dict[str, Any]]:
                    image_size=base.get("image_size", 224), seed=base.get("seed", 0))
     pretrained = base.get("pretrained", "imagenet")
     # one pass over the data for every point: block-wise and layer-wise points share the deepest backbone
-    from ttlx.train import data_source
+    from ttlx.training.loop import data_source
 
     rows = probe_dataset(grid.dataset, grid.model, pretrained, points=list(grid.trunc),
                          layerwise_points=list(grid.layerwise), data=data_source(), **options)

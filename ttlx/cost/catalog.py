@@ -20,9 +20,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ttlx.config import ModelConfig
+from ttlx.cost.model_cost import count_params
 from ttlx.models.abstract import abstract_model
 from ttlx.models.architecture import Architecture
-from ttlx.models.cost import count_params
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttlx.run_dir import write_text_atomic
+from ttlx.runs.run_dir import write_text_atomic
 
 
 def predictions_path(run_dir: str | Path, split: str) -> Path:
@@ -72,7 +72,7 @@ def _probability_text(row) -> list[str]:
 
 
 def _write_table(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    """A CSV written whole or not at all (``ttlx.run_dir.write_text_atomic``)."""
+    """A CSV written whole or not at all (``ttlx.runs.run_dir.write_text_atomic``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)

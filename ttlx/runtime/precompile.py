@@ -1,6 +1,6 @@
 """Compile a training run's programs in a helper process, so that the run itself only loads them (CPU).
 
-Why: ttlx keeps glibc's heap in one arena that is never trimmed (``ttlx.performance.tune_malloc``). XLA:CPU's
+Why: ttlx keeps glibc's heap in one arena that is never trimmed (``ttlx.runtime.process.tune_malloc``). XLA:CPU's
 compile of a big program (DenseNet201's train step has about 6,000 kernels) leaves what it keeps alive
 scattered between the blocks it frees, and every later allocation then walks glibc's long free lists:
 DenseNet201's steps run about a quarter slower than in a process that loaded the same program from the
@@ -17,17 +17,18 @@ architecture. If the helper fails, the run compiles for itself, as it would with
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-ENV = "TTLX_COMPILE_HELPER"
+from ttlx import settings
+
 # Part of every marker's key: raise it when what ``ttlx train`` compiles for the same configuration changes,
 # so that the helper compiles the new programs once (2: uint8 images, normalised on the device).
 PROGRAMS_REVISION = 2
-_OFF, _ON = ("0", "off", "false", "no"), ("1", "on", "true", "yes")
 
 
 def marker_path(config: dict) -> Path | None:
@@ -49,12 +50,12 @@ def applies(arch) -> bool:
     configuration was compiled already)."""
     import jax
 
-    setting = os.environ.get(ENV, "").strip().lower()
-    if setting in _OFF or not jax.config.jax_compilation_cache_dir:
+    setting = settings.compile_helper()
+    if setting is False or not jax.config.jax_compilation_cache_dir:
         return False
     if jax.default_backend() != "cpu" or jax.process_count() != 1:
         return False
-    return setting in _ON or getattr(arch, "cpu_compile_in_helper", False)
+    return bool(setting) or getattr(arch, "cpu_compile_in_helper", False)
 
 
 def wanted(config: dict, arch) -> bool:
@@ -62,7 +63,7 @@ def wanted(config: dict, arch) -> bool:
     return applies(arch) and not marker_path(config).is_file()
 
 
-def compile_first(config: dict, arch, *, kind: str = "train", verbose: bool = True) -> None:
+def compile_first(config: dict, arch, *, target: str, verbose: bool = True) -> None:
     """Where :func:`wanted`, compile ``config`` in a helper and wait; ``verbose`` says so on stderr, and says
     when the helper failed (the caller then compiles for itself, as it would without a helper)."""
     if not wanted(config, arch):
@@ -70,7 +71,7 @@ def compile_first(config: dict, arch, *, kind: str = "train", verbose: bool = Tr
     if verbose:
         print("Compiling this configuration's programs in a helper process (its first run on CPU).",
               file=sys.stderr, flush=True)
-    failure = compile_in_helper(config, kind)
+    failure = compile_in_helper(config, target)
     if failure and verbose:
         print(f"The compile helper failed ({failure}); compiling in this process instead.", file=sys.stderr,
               flush=True)
@@ -83,14 +84,16 @@ def module_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-P", "-m", module, *args]
 
 
-def compile_in_helper(config: dict, kind: str = "train") -> str | None:
+def compile_in_helper(config: dict, target: str) -> str | None:
     """Run the helper for ``config`` and wait for it; None when it compiled (and the marker is written),
-    else the last line it printed, for a note that the caller compiles for itself. ``kind`` names what to
-    compile (a key of :data:`COMPILERS`); the marker is keyed by ``config`` alone, so keep kinds' configs
-    apart (the latency helper's is ``{"latency": model config}``)."""
+    else the last line it printed, for a note that the caller compiles for itself.
+
+    ``target`` is ``"module:function"``, a function of one JSON-able dict that compiles its programs (the
+    training loop's and the latency timer's name themselves, so this layer imports neither). The marker is
+    keyed by ``config`` alone, so keep targets' configs apart (the latency timer's is ``{"latency": ...}``)."""
     marker = marker_path(config)
-    done = subprocess.run(module_command("ttlx.compile_helper", kind, json.dumps(config)),
-                          capture_output=True, text=True, env={**os.environ, ENV: "0"})
+    done = subprocess.run(module_command("ttlx.runtime.precompile", target, json.dumps(config)),
+                          capture_output=True, text=True, env={**os.environ, "TTLX_COMPILE_HELPER": "0"})
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         return lines[-1] if lines else f"exit code {done.returncode}"
@@ -100,32 +103,19 @@ def compile_in_helper(config: dict, kind: str = "train") -> str | None:
     return None
 
 
-def _compile_training(config: dict) -> None:
-    from ttlx.config import TrainConfig
-    from ttlx.train import compile_programs
-
-    compile_programs(TrainConfig.from_dict(config))
-
-
-def _compile_forward(config: dict) -> None:
-    from ttlx.config import ModelConfig
-    from ttlx.models.latency import HELPER_KIND, compile_forward
-
-    compile_forward(ModelConfig.from_dict(config[HELPER_KIND]))
-
-
-# What the helper can compile: a training config's train and evaluation steps (``ttlx train``), or the
-# batch-1 forward pass that ``ttlx.models.latency`` times.
-COMPILERS = {"train": _compile_training, "latency": _compile_forward}
+def resolve_target(target: str):
+    """The function named by ``"module:function"``."""
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m ttlx.compile_helper KIND CONFIG_JSON``: compile one config's programs and exit."""
-    from ttlx.performance import configure_process
+    """``python -m ttlx.runtime.precompile MODULE:FUNCTION CONFIG_JSON``: compile one config's programs."""
+    from ttlx.runtime.process import configure_process
 
-    kind, config = argv if argv is not None else sys.argv[1:]
+    target, config = argv if argv is not None else sys.argv[1:]
     configure_process()
-    COMPILERS[kind](json.loads(config))
+    resolve_target(target)(json.loads(config))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Launchers that run the runs of a sweep: one after another here, or as a SLURM job array via submitit.
 
-Jobs are Python calls of :func:`ttlx.sweep.run_one` with a config dict; no shell command is ever built
+Jobs are Python calls of :func:`ttlx.sweeps.grid.run_one` with a config dict; no shell command is ever built
 from user input. ``submitit-local`` runs the same submitit path on this machine (used by the tests).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ttlx.config import check_bootstrap, check_int
 from ttlx.errors import ConfigError
-from ttlx.sweep import RunSpec, run_one
+from ttlx.sweeps.grid import RunSpec, run_one
 
 Report = Callable[[RunSpec, str], None]
 LAUNCHERS = ("local", "slurm", "submitit-local")

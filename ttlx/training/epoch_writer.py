@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import jax
 
-from ttlx import checkpoint as ckpt
-from ttlx.run_dir import RunDir
+from ttlx.runs import checkpoint as ckpt
+from ttlx.runs.run_dir import RunDir
 
 
 class EpochWriter:
@@ -45,7 +45,7 @@ class EpochWriter:
 
     def settle(self) -> None:
         """Wait for the epoch being written, then prune older steps and append its row; a failed save raises
-        :class:`ttlx.checkpoint.CheckpointSaveError` and logs no row."""
+        :class:`ttlx.runs.checkpoint.CheckpointSaveError` and logs no row."""
         if self._pending is None:
             return
         (row, kept), self._pending = self._pending, None

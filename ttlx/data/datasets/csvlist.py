@@ -7,7 +7,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from ttlx.data.folder import class_list
+from ttlx.data.datasets.folder import class_list
 from ttlx.data.spec import Catalog, DatasetSpec, Example, bad_labels, require_manual_dir
 from ttlx.data.tables import find_column, read_rows, single_csv
 from ttlx.errors import DataError

@@ -17,20 +17,20 @@ from typing import Any
 import jax
 import numpy as np
 
-from ttlx import checkpoint as ckpt
-from ttlx import compile_helper, performance
 from ttlx.config import ModelConfig, TrainConfig
-from ttlx.device_prefetch import batches_ahead, epoch_batches
-from ttlx.epoch_writer import EpochWriter
 from ttlx.errors import ConfigError, DataError, UserError
-from ttlx.freeze import frozen_paths, param_labels, units_to_freeze
 from ttlx.metrics import epoch_metrics, probabilities
-from ttlx.optim import make_optimizer, with_learning_rate
-from ttlx.progress import TrainProgress
-from ttlx.run_dir import CURVES, RunDir, default_workdir, open_run_on_all_hosts, refuse_finished
-from ttlx.schedule import PlateauTracker
-from ttlx.sharding import check_batch_size, data_mesh, local_batch_size, shard_batch
-from ttlx.train_step import Steps, init_state, make_steps, model_arrays, model_part, predict
+from ttlx.runs import checkpoint as ckpt
+from ttlx.runs.run_dir import CURVES, RunDir, default_workdir, open_run_on_all_hosts, refuse_finished
+from ttlx.runtime import precompile, process
+from ttlx.training.epoch_writer import EpochWriter
+from ttlx.training.freeze import frozen_paths, param_labels, units_to_freeze
+from ttlx.training.optim import make_optimizer, with_learning_rate
+from ttlx.training.prefetch import batches_ahead, epoch_batches
+from ttlx.training.progress import TrainProgress
+from ttlx.training.schedule import PlateauTracker
+from ttlx.training.sharding import check_batch_size, data_mesh, local_batch_size, shard_batch
+from ttlx.training.steps import Steps, init_state, make_steps, model_arrays, model_part, predict
 
 
 class TrainingDiverged(UserError):
@@ -88,7 +88,7 @@ class Session:
     best_val_loss: float = math.inf
     # latest steps on disk -> the best epoch each one's history points at (both are kept)
     kept: dict[int, int | None] = field(default_factory=dict)
-    prefetch: int = 0  # batches placed on the devices ahead of the step, by a thread (ttlx.device_prefetch)
+    prefetch: int = 0  # batches placed on the devices ahead of the step, by a thread (ttlx.training.prefetch)
 
     @property
     def epoch(self) -> int:
@@ -132,7 +132,8 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     mesh = data_mesh()
     check_batch_size(cfg.batch_size, mesh)
     refuse_finished(RunDir(path), force)
-    compile_helper.compile_first(cfg.to_dict(), arch, verbose=progress)  # a clean heap for the steps (RESULTS 2.8)
+    # a clean heap for the steps (RESULTS 2.8)
+    precompile.compile_first(cfg.to_dict(), arch, target=f"{__name__}:compile_programs_of", verbose=progress)
     # build before touching the run dir, so bad weights or data leave no half-made run behind
     session = build_session(cfg, arch, model_cfg, info, mesh, data)
     dataset = {"name": info.name, "classes": list(info.classes), "multilabel": info.multilabel}
@@ -146,7 +147,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     try:
         if resuming:
             resume(session, checkpoints, run, iterator, display)
-        with display.running(), performance.heap_frozen():
+        with display.running(), process.heap_frozen():
             summary = fit(session, epochs, iterator, display)
     finally:
         epochs.close()  # an epoch still being written when training stopped on an error is completed
@@ -158,9 +159,14 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     return run.path
 
 
+def compile_programs_of(config: dict) -> None:
+    """:func:`compile_programs` of a config dict: the target ``ttlx.runtime.precompile`` runs in its helper."""
+    compile_programs(TrainConfig.from_dict(config))
+
+
 def compile_programs(cfg: TrainConfig, data=None) -> None:
     """Build the run's model and steps and compile its train and evaluation steps (into the persistent
-    cache, for :mod:`ttlx.compile_helper`); trains nothing and writes no run dir."""
+    cache, for :mod:`ttlx.runtime.precompile`); trains nothing and writes no run dir."""
     data = data or data_source()
     info, arch, model_cfg, _ = plan_run(cfg, data)
     mesh = data_mesh()
@@ -174,13 +180,13 @@ def compile_programs(cfg: TrainConfig, data=None) -> None:
 
 def fit(session: Session, epochs: EpochWriter, iterator, display: TrainProgress) -> dict:
     """Run epochs until the learning rate falls below ``min_lr`` or ``max_epoch`` is reached; each epoch's
-    checkpoints are written while the next one trains (:mod:`ttlx.epoch_writer`)."""
+    checkpoints are written while the next one trains (:mod:`ttlx.training.epoch_writer`)."""
     cfg, run = session.cfg, epochs.run
     curves_drawn = (-math.inf, None)  # (time.monotonic(), epoch) of the last drawing of the curves
     while session.epoch < cfg.max_epoch and session.plateau.lr >= cfg.min_lr:
         epoch = session.epoch + 1
         lr = session.plateau.lr
-        performance.freeze_heap()  # what the last epoch added for good: the compiled steps' caches
+        process.freeze_heap()  # what the last epoch added for good: the compiled steps' caches
         train_loss, images_per_s, input_wait = train_epoch(session, iterator, epoch, display, epochs)
         val = predict(session.steps.evaluate, model_part(session.state), session.val_loader, session.mesh)
         check_finite(val.loss, epoch, "validation", epochs)
@@ -350,7 +356,7 @@ def curves_due(drawn: tuple[float, int | None]) -> bool:
 def draw_curves(history: list[dict], run: RunDir, epoch: int) -> tuple[float, int]:
     """Draw ``curves.png`` (by the writing process only); returns when and up to which epoch."""
     if run.writer:
-        from ttlx.figures import train_curves
+        from ttlx.report.figures import train_curves
 
         with run.writing(CURVES, epoch):
             train_curves(history, run.path / CURVES)

@@ -2,7 +2,7 @@
 
 ``evaluate_run`` rebuilds the run's model from ``config.json``, loads its ``best`` (or ``latest``)
 checkpoint, predicts one split, and writes ``eval_<split>.json``, ``confusion_<split>.png`` and the
-per-image ``predictions_<split>.csv`` (:mod:`ttlx.predictions`).
+per-image ``predictions_<split>.csv`` (:mod:`ttlx.runs.predictions`).
 """
 
 from __future__ import annotations
@@ -16,20 +16,20 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ttlx.checkpoint import assign_model_state, load_model_state
 from ttlx.config import EvalConfig, ModelConfig, TrainConfig
 from ttlx.errors import ConfigError
 from ttlx.metrics import bootstrap_intervals, classification_metrics, confusion_matrix, probabilities
-from ttlx.run_dir import RunDir, write_json_atomic
-from ttlx.sharding import data_mesh, local_batch_size
-from ttlx.train_step import graph_defs, make_eval_step, model_arrays, model_part, predict
+from ttlx.runs.checkpoint import assign_model_state, load_model_state
+from ttlx.runs.run_dir import RunDir, write_json_atomic
+from ttlx.training.sharding import data_mesh, local_batch_size
+from ttlx.training.steps import graph_defs, make_eval_step, model_arrays, model_part, predict
 
 SPLITS = ("train", "val", "test")
 
 
 def evaluate_run(cfg: EvalConfig, *, data=None, console: Console | None = None, show: bool = True) -> dict:
     """Evaluate one split of a run dir, write ``eval_<split>.json`` and return its content."""
-    from ttlx.train import data_source
+    from ttlx.training.loop import data_source
 
     if cfg.split not in SPLITS:
         raise ConfigError(f"Unknown split '{cfg.split}'; choose one of {', '.join(SPLITS)}.")
@@ -68,9 +68,9 @@ def evaluate_run(cfg: EvalConfig, *, data=None, console: Console | None = None, 
 
 
 def write_predictions_of(run_dir: Path, split: str, predictions, probs: np.ndarray, info) -> str | None:
-    """Write ``predictions_<split>.csv`` (:mod:`ttlx.predictions`); its file name, or None where the ids are
+    """Write ``predictions_<split>.csv`` (:mod:`ttlx.runs.predictions`); its file name, or None where the ids are
     unknown (several processes: each saw only its part of the split)."""
-    from ttlx.predictions import predictions_path, write_predictions
+    from ttlx.runs.predictions import predictions_path, write_predictions
 
     path = predictions_path(run_dir, split)
     if predictions.ids is None:
@@ -118,7 +118,7 @@ def predict_split(model, model_cfg: ModelConfig, train_cfg: TrainConfig, info, c
 
 
 def cost_columns(model, model_cfg: ModelConfig) -> dict[str, Any]:
-    """Parameters (whole model and backbone) and, from ``ttlx.models.cost``, GMACs and latency."""
+    """Parameters (whole model and backbone) and, from ``ttlx.cost.model_cost``, GMACs and latency."""
     from flax import nnx
 
     classifier = getattr(model, "classifier_key", None)
@@ -128,8 +128,8 @@ def cost_columns(model, model_cfg: ModelConfig) -> dict[str, Any]:
     head = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(head_params))
     cost = {"params": total, "params_backbone": total - head, "gmacs": None, "gmacs_ptflops": None,
             "latency_ms": None}
-    try:  # COST CALL SITE: ttlx.models.cost is written by another part of the project
-        from ttlx.models.cost import model_cost
+    try:  # COST CALL SITE: ttlx.cost.model_cost is written by another part of the project
+        from ttlx.cost.model_cost import model_cost
     except ImportError:
         return cost
     measured = model_cost(model_cfg, model=model)
@@ -139,7 +139,7 @@ def cost_columns(model, model_cfg: ModelConfig) -> dict[str, Any]:
 
 
 def draw_confusion(matrix: np.ndarray, classes, path: Path, title: str) -> None:
-    from ttlx.figures import confusion_matrix_figure
+    from ttlx.report.figures import confusion_matrix_figure
 
     confusion_matrix_figure(matrix, list(classes), path, title)
 

@@ -13,28 +13,17 @@ the batches, their order and the data iterator's state at each epoch's end are t
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 
-from ttlx.errors import ConfigError
-
-ENV = "TTLX_DEVICE_PREFETCH"
+from ttlx import settings
 
 
 def batches_ahead() -> int:
     """``$TTLX_DEVICE_PREFETCH`` as a number of batches (0 when unset)."""
-    value = os.environ.get(ENV, "").strip() or "0"
-    try:
-        ahead = int(value)
-    except ValueError:
-        ahead = -1
-    if ahead < 0:
-        raise ConfigError(f"{ENV}={value!r} is not a number of batches; set it to 0 (off) or a whole number "
-                          "such as 2, or unset it.")
-    return ahead
+    return settings.device_prefetch()
 
 
 class InlineBatches:

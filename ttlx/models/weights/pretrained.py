@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from ttlx import settings
 from ttlx.config import ModelConfig
 from ttlx.errors import WeightsError
-from ttlx.models import convert
 from ttlx.models.architecture import Architecture
-from ttlx.models.download import cache_dir, download, torchvision_hash_prefix, verify
+from ttlx.models.weights import convert
+from ttlx.models.weights.download import download, torchvision_hash_prefix, verify
 
 FLAX_FORMAT = "ttlx-flax-nnx-1"  # metadata tag of files already in the Flax layout
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -52,11 +53,11 @@ class SourceWeights:
 
 
 def converted_path(arch_name: str, name: str) -> Path:
-    return cache_dir() / "weights" / arch_name / f"{name}.safetensors"
+    return settings.cache_dir() / "weights" / arch_name / f"{name}.safetensors"
 
 
 def cached_names(arch_name: str) -> list[str]:
-    folder = cache_dir() / "weights" / arch_name
+    folder = settings.cache_dir() / "weights" / arch_name
     return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
 
 
@@ -122,7 +123,7 @@ def read_file(path: Path) -> SourceWeights:
     if path.suffix == ".safetensors":
         tensors, metadata = read_safetensors(path)
     else:
-        from ttlx.models.torchfile import load_torch_file
+        from ttlx.models.weights.torchfile import load_torch_file
 
         tensors, metadata = load_torch_file(path), {}
     if metadata.get("format") == FLAX_FORMAT:
@@ -133,7 +134,7 @@ def read_file(path: Path) -> SourceWeights:
 
 
 def read_run_dir(path: Path) -> SourceWeights:
-    from ttlx.checkpoint import load_run_weights
+    from ttlx.runs.checkpoint import load_run_weights
 
     run_config, flat = load_run_weights(path)
     return SourceWeights({k: np.asarray(v) for k, v in flat.items()}, f"the run dir {path}", run_config)

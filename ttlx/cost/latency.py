@@ -1,12 +1,12 @@
 """Batch-1 latency: the median wall time of a jit-compiled eval-mode forward pass (the paper's T column).
 
 Where it is timed: in the calling process, except on CPU for the architectures whose programs ttlx
-compiles in a helper process (``cpu_compile_in_helper``, DenseNet201; see :mod:`ttlx.compile_helper`).
+compiles in a helper process (``cpu_compile_in_helper``, DenseNet201; see :mod:`ttlx.runtime.precompile`).
 Compiling such a network in the timing process leaves XLA's compile-time garbage in glibc's heap, and the
 forward pass then runs slower: DenseNet201 at 224 px on 2 cores took 71 ms when compiled in the timing
 process against 62 ms when a helper had compiled it (``benchmarks/RESULTS.md`` section 2.9). A
 process that compiled something else that big first (``ttlx eval``'s evaluation step) is slowed the same
-way. So there the timing runs in a fresh process (``python -m ttlx.models.latency``) on the same network
+way. So there the timing runs in a fresh process (``python -m ttlx.cost.latency``) on the same network
 with zero weights (a forward pass takes as long whatever its weights hold; the architecture, cut, head,
 input size and dtype are the config's), and that process loads a forward that the helper compiled into
 the persistent cache. If the fresh process fails, the caller times in-process and prints one line.
@@ -25,11 +25,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ttlx import compile_helper
 from ttlx.config import ModelConfig
 from ttlx.models.abstract import abstract_model, zero_weight_model
+from ttlx.runtime import precompile
 
-HELPER_KIND = "latency"  # the compile helper's entry for a forward pass (``ttlx.compile_helper``)
+HELPER_KIND = "latency"  # the compile helper's entry for a forward pass (``ttlx.runtime.precompile``)
 
 
 def forward_program(model: nnx.Module, image_size: int):
@@ -75,10 +75,16 @@ def compile_forward(cfg: ModelConfig) -> None:
     forward.lower(state, x).compile()
 
 
+def compile_forward_of(config: dict) -> None:
+    """:func:`compile_forward` of ``{"latency": model config dict}``: the target ``ttlx.runtime.precompile``
+    runs in its helper."""
+    compile_forward(ModelConfig.from_dict(config[HELPER_KIND]))
+
+
 def times_in_fresh_process(cfg: ModelConfig) -> bool:
     from ttlx.models import get_architecture
 
-    return compile_helper.applies(get_architecture(cfg.arch))
+    return precompile.applies(get_architecture(cfg.arch))
 
 
 def latency_ms(cfg: ModelConfig, model: nnx.Module | None = None, *, repeats: int = 20, warmup: int = 3) -> float:
@@ -94,7 +100,7 @@ def latency_ms(cfg: ModelConfig, model: nnx.Module | None = None, *, repeats: in
 
 def _time_in_fresh_process(cfg: ModelConfig, repeats: int, warmup: int) -> float | None:
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(jax.config.jax_compilation_cache_dir)}
-    command = compile_helper.module_command("ttlx.models.latency", json.dumps(cfg.to_dict()), str(repeats),
+    command = precompile.module_command("ttlx.cost.latency", json.dumps(cfg.to_dict()), str(repeats),
                                             str(warmup))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = done.stdout.strip().splitlines()
@@ -110,15 +116,16 @@ def _time_in_fresh_process(cfg: ModelConfig, repeats: int, warmup: int) -> float
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m ttlx.models.latency MODEL_CONFIG_JSON REPEATS WARMUP``: print ``{"latency_ms": ...}``."""
+    """``python -m ttlx.cost.latency MODEL_CONFIG_JSON REPEATS WARMUP``: print ``{"latency_ms": ...}``."""
     config_json, repeats, warmup = argv if argv is not None else sys.argv[1:]
-    from ttlx.performance import configure_process
+    from ttlx.runtime.process import configure_process
 
     configure_process()  # before anything (a plugin found by the registry) can start JAX's backends
     from ttlx.models import get_architecture
 
     cfg = ModelConfig.from_dict(json.loads(config_json))
-    compile_helper.compile_first({HELPER_KIND: cfg.to_dict()}, get_architecture(cfg.arch), kind=HELPER_KIND)
+    precompile.compile_first({HELPER_KIND: cfg.to_dict()}, get_architecture(cfg.arch),
+                             target=f"{__name__}:compile_forward_of")
     latency = measure_latency(zero_weight_network(cfg), cfg.image_size, repeats=int(repeats), warmup=int(warmup))
     print(json.dumps({"latency_ms": latency}))
 

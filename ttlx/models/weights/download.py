@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ttlx import settings
 from ttlx.errors import WeightsError
 from ttlx.models.architecture import HubWeights
 
@@ -26,9 +27,6 @@ class Unreachable(Exception):
     """A download source could not be reached (no network, hub down, offline mode)."""
 
 
-def cache_dir() -> Path:
-    """``$TTLX_CACHE_DIR``, else ``~/.cache/ttlx``."""
-    return Path(os.environ.get("TTLX_CACHE_DIR") or Path.home() / ".cache" / "ttlx")
 
 
 def sha256_of(path: Path) -> str:
@@ -66,7 +64,7 @@ def from_hub(hub: HubWeights) -> Path:
     """The hub file, from the cache or downloaded, verified against the hub's published SHA-256."""
     import huggingface_hub as hf
 
-    folder = cache_dir() / "hub"
+    folder = settings.cache_dir() / "hub"
     cached = hf.try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=folder)
     if isinstance(cached, str):
         blob_name = Path(os.path.realpath(cached)).name  # the hub cache names LFS blobs by their SHA-256
@@ -99,7 +97,7 @@ def torchvision_hash_prefix(filename: str) -> str | None:
 def from_torchvision(url: str) -> Path:
     """torchvision's own file, from the cache or downloaded, verified against the hash in its name."""
     name = url.rsplit("/", 1)[-1]
-    target = cache_dir() / "downloads" / name
+    target = settings.cache_dir() / "downloads" / name
     prefix = torchvision_hash_prefix(name)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
