@@ -1,16 +1,21 @@
-"""The benchmark entry point and its JSON contract, checked with made-up measurements (nothing is timed)."""
+"""The benchmark entry point and its JSON contract, checked with made-up measurements (nothing is timed); the
+probes still waiting for a GPU loan (benchmarks/probes/) and the GPU-machine helpers (tools/)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+PROBES = BENCHMARKS / "probes"
+TOOLS = ROOT / "tools"
+sys.path[:0] = [str(BENCHMARKS), str(PROBES), str(TOOLS)]
 
 import protocol  # noqa: E402
 import report  # noqa: E402
@@ -228,28 +233,6 @@ def test_warm_cache_steps_share_one_filled_cache_per_model_on_the_ttlx_side(tmp_
         report.table_rows(summary)
 
 
-def test_step_ops_sums_op_times_per_track_and_by_feature_map_size():
-    """A GPU trace can show one op on two lines (its stream and an "XLA Ops" line): totals per track show it,
-    and the table reads one track."""
-    import step_ops
-
-    hlo = ("ENTRY %main {\n  %fusion.3 = bf16[128,56,56,256]{3,2,1,0} fusion(...)\n"
-           "  ROOT %convolution.7 = bf16[7,7,3,64]{3,2,1,0} custom-call(...)\n}")
-    shapes = step_ops.instruction_shapes(hlo)
-    assert shapes == {"fusion.3": "bf16[128,56,56,256]", "convolution.7": "bf16[7,7,3,64]"}
-    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
-            {"ph": "M", "name": "thread_name", "pid": 1, "tid": 5, "args": {"name": "Stream #13"}},
-            {"ph": "M", "name": "thread_name", "pid": 1, "tid": 6, "args": {"name": "XLA Ops"}}]
-    ops = [{"ph": "X", "pid": 1, "tid": tid, "name": name, "dur": dur, "args": {"hlo_op": name}}
-           for tid in (5, 6) for name, dur in (("fusion.3", 1500.0), ("convolution.7", 250.0))]
-    ops.append({"ph": "X", "pid": 1, "tid": 5, "name": "memcpy", "dur": 900.0, "args": {}})  # not an XLA op
-    events = meta + ops
-    assert step_ops.op_tracks(events) == {"/device:GPU:0 / Stream #13": 1.75, "/device:GPU:0 / XLA Ops": 1.75}
-    assert step_ops.op_times(events, shapes, 128, track="/device:GPU:0 / XLA Ops") == {
-        ("fusion", "56x56"): 1.5, ("convolution", "other"): 0.25}
-    assert sum(step_ops.op_times(events, shapes, 128).values()) == 3.5
-
-
 def test_steps_compiled_in_a_helper_are_labelled_so():
     measured = {"train_step": {"densenet201-ftl": {
         "ttlx": side(img_s=4.5, programs="compiled in a helper process, as ttlx train does"),
@@ -411,93 +394,11 @@ def test_variant_probe_records_a_variant_that_fails_to_build_and_times_the_other
     assert [r["variant"] for r in records if r["kind"] == "summary"] == ["base"]
 
 
-def test_dispatch_probe_runs_each_step_once_per_loop_and_times_the_state_in_both_forms():
-    import gc
-    import types
-
-    import dispatch_probe
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    state = {"w": jnp.ones(3), "b": {"c": jnp.zeros(2, jnp.int32)}}
-    calls = dispatch_probe.state_calls(state)
-    assert calls["arrays"] == 2
-    assert all(calls[f"{form}_{heap}_ms"] > 0 for form in ("arrays", "variables") for heap in ("as_is", "frozen"))
-    np.testing.assert_array_equal(state["w"], 1.0)  # the identity is timed on copies: the state is not donated
-    assert gc.get_freeze_count() == 0
-    train = jax.jit(lambda s, batch: ({"w": s["w"] + batch}, jnp.sum(s["w"])), donate_argnums=0)
-    built = {"steps": types.SimpleNamespace(train=train), "state": {"train": {"w": jnp.zeros(3)}}, "batch": jnp.ones(3)}
-    timing = dispatch_probe.time_loops(built, 4)
-    np.testing.assert_array_equal(built["state"]["train"]["w"], 8.0)  # 4 steps in flight, then 4 queued
-    assert timing["dispatch_max_ms"] >= timing["dispatch_ms"] > 0 and timing["queued_ms"] > 0
-
-
-def test_hlo_bytes_counts_each_ops_operands_and_outputs_once(tmp_path):
-    """The byte counts behind RESULTS section 6.1, on a program XLA:CPU compiles here: one fused op reads an
-    f32 and a bfloat16 [4, 8, 8, 3] array and writes an f32 one."""
-    import gzip
-
-    import hlo_bytes
-    import jax
-    import jax.numpy as jnp
-
-    x = jnp.ones((4, 8, 8, 3), jnp.float32)
-    text = jax.jit(lambda a, b: jnp.maximum(a + b, 0.0) * 2).lower(x, x.astype(jnp.bfloat16)).compile().as_text()
-    (op,) = hlo_bytes.entry_ops(text, batch=4)
-    assert (op.kind, op.out_bytes, op.in_bytes, op.side) == ("kLoop", 768 * 4, 768 * 4 + 768 * 2, 8)
-    assert hlo_bytes.shape_bytes("(bf16[2,3]{1,0}, u8[1000]{0}, s32[5])") == 12 + 0 + 20  # scratch left out
-    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(text.encode()))
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "hlo_bytes.py"), str(tmp_path / "a.txt.gz"),
-                           str(tmp_path / "a.txt.gz"), "--batch", "4"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "1 ops, 0.00 GB" in done.stdout and "over" in done.stdout and done.stdout.rstrip().endswith("1.000")
-
-
-def test_profile_pipeline_loader_only_times_threads_and_each_worker_count(tmp_path):
-    """The GPU host's loader stage (gpu_stages.sh pipeline_host): no per-stage times, only the images as
-    ttlx prepare stores them, the loader with grain threads and with each worker count asked for."""
-    out = tmp_path / "pipeline.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_pipeline.py"), "--loader-only",
-                           "--as-shipped-only", "--images", "12", "--batch-size", "4", "--batches", "2",
-                           "--workers", "1", "--threads", "1", "--image-size", "32", "--uint8", "--loader-threads",
-                           "2", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    (variant,) = json.loads(out.read_text())["variants"].values()
-    assert "ms" not in variant
-    assert sorted(variant["loader_img_s"]) == ["2 grain threads (num_workers=0)",
-                                               "2 grain threads (num_workers=0), uint8",
-                                               "grain processes (num_workers=1)",
-                                               "grain processes (num_workers=1), uint8",
-                                               "grain threads (num_workers=0), 1 cores",
-                                               "grain threads (num_workers=0), 1 cores, uint8"]
-    assert all(rate > 0 for rate in variant["loader_img_s"].values())
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_pipeline.py"), "--loader-only",
-                           "--as-shipped-only", "--images", "12", "--batch-size", "4", "--batches", "2",
-                           "--workers", "1", "--threads", "1", "--image-size", "32", "--uint8-only", "--json",
-                           str(out)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    (variant,) = json.loads(out.read_text())["variants"].values()
-    assert sorted(variant["loader_img_s"]) == ["grain processes (num_workers=1), uint8",
-                                               "grain threads (num_workers=0), 1 cores, uint8"]
-
-
-def test_profile_pipeline_drains_every_processs_read_ahead_before_timing():
-    import types
-
-    import profile_pipeline
-
-    assert profile_pipeline.drained_batches(types.SimpleNamespace(num_threads=4, num_workers=0)) == 15
-    assert profile_pipeline.drained_batches(types.SimpleNamespace(num_threads=4, num_workers=8)) == 99
-    assert profile_pipeline.drained_batches(types.SimpleNamespace(num_threads=1, num_workers=2)) == 9
-
-
 def test_train_e2e_reads_each_epochs_rate_from_a_real_ttlx_train_run(tmp_path):
     """The end-to-end stage (gpu_stages.sh train_e2e): a whole `ttlx train` run per model and worker count,
     its epochs' images/s from the run's metrics.jsonl, epoch 1 (the compile) apart."""
     out = tmp_path / "e2e.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "train_e2e.py"), "--json", str(out), "--models",
+    done = subprocess.run([sys.executable, str(PROBES / "train_e2e.py"), "--json", str(out), "--models",
                            "resnet50-ttl2", "--images", "80", "--size", "40", "--batch-size", "8", "--image-size",
                            "32", "--dtype", "float32", "--epochs", "2", "--threads", "0", "--device-prefetch", "2"],
                           capture_output=True, text=True, timeout=600)
@@ -510,7 +411,7 @@ def test_train_e2e_reads_each_epochs_rate_from_a_real_ttlx_train_run(tmp_path):
     assert run["img_s"] == run["epoch_img_s"][1] > 0 and run["first_epoch_img_s"] == run["epoch_img_s"][0]
     assert len(run["epoch_input_wait"]) == 2 and all(0 <= wait < 1 for wait in run["epoch_input_wait"])
     # a setting ttlx refuses (0 loader threads: TTLX_LOADER_THREADS=0) is a row with ttlx's own sentence
-    assert "at least 1 thread" in bad["error"] and "epoch_img_s" not in bad
+    assert "TTLX_LOADER_THREADS='0'" in bad["error"] and "at least 1" in bad["error"] and "epoch_img_s" not in bad
     assert "resnet50-ttl2" in done.stdout.splitlines()[-1] and "error" in done.stdout.splitlines()[-1]
 
 
@@ -524,19 +425,6 @@ def test_install_missing_picks_only_wheels_whose_distribution_is_not_installed(t
     assert install_missing.distribution_name(tmp_path / "ttlx_no_such.dist-1.0-py3-none-any.whl") == \
         "ttlx-no-such-dist"
     assert [w.name for w in install_missing.missing_wheels(tmp_path)] == ["ttlx_no_such.dist-1.0-py3-none-any.whl"]
-
-
-def test_eval_passes_times_each_full_pass():
-    import eval_passes
-
-    read = []
-
-    class Loader:
-        def __iter__(self):
-            return iter(read.append(1) or [0, 1, 2])
-
-    seconds = eval_passes.pass_seconds(Loader(), 3)
-    assert len(seconds) == 3 and all(s >= 0 for s in seconds) and len(read) == 3
 
 
 def test_between_epochs_splits_each_epoch_of_a_real_run_into_steps_validation_and_the_rest(digits_dir, tmp_path,
@@ -566,3 +454,22 @@ def test_between_epochs_splits_each_epoch_of_a_real_run_into_steps_validation_an
     from ttlx.training.epoch_writer import EpochWriter
 
     assert ttlx.training.loop.shard_batch is ttlx.training.sharding.shard_batch and EpochWriter.poll.__name__ == "poll"
+
+
+def test_gpu_stages_runs_only_scripts_that_exist_and_refuses_an_unknown_stage(tmp_path):
+    """Every script a stage runs is in the tree, from any folder; a misspelt stage stops before anything runs."""
+    script = TOOLS / "gpu_stages.sh"
+    paths = re.findall(r'"\$root/([^"]+)"', script.read_text())
+    assert "benchmarks/run.py" in paths and all((ROOT / path).is_file() for path in paths), paths
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out"), sys.executable, "xla_options", "no_such_stage"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and "unknown stage 'no_such_stage'" in done.stderr
+    for stage in ("resnet50_targets", "resnet50_bs64", "prefetch", "between_epochs", "xla_options"):
+        assert stage in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_probe_has_its_line_in_the_probes_readme():
+    readme = (PROBES / "README.md").read_text()
+    probes = sorted(path.name for path in PROBES.glob("*.py"))
+    assert probes and all(f"`{name}`" in readme for name in probes), probes

@@ -6,7 +6,7 @@ wheelhouse built here for the device's Python (``pip download --only-binary=:all
 ...``) and this script installs, with ``--no-deps`` into ``--target``, each wheel whose distribution is
 not installed at all; a distribution the image already has is left as the image has it.
 
-    python3 benchmarks/install_missing.py WHEELHOUSE TARGET      # then: export PYTHONPATH=TARGET
+    python3 tools/install_missing.py WHEELHOUSE TARGET      # then: export PYTHONPATH=TARGET
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 work between an epoch's validation and the next epoch's first step (metrics, checkpoint saves, curves),
 measured inside one `ttlx train` process (RESULTS section 9).
 
-    python benchmarks/between_epochs.py [--json OUT] -- TRAIN_ARGS...
+    python benchmarks/probes/between_epochs.py [--json OUT] -- TRAIN_ARGS...
 
 TRAIN_ARGS are `ttlx train`'s options (``--force`` is added). The last epoch's "after" time runs until
 ``train()`` returns, so it includes waiting for checkpoints still being written. Reported per epoch and as

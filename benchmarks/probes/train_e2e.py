@@ -3,7 +3,7 @@ the input pipeline, host-to-device copies and the training loop included (the tr
 batch already on the device). Answers whether a run on a GPU is bound by its loader (RESULTS section 6.3)
 and whether TTL-2's faster step shows in its epochs.
 
-    python benchmarks/train_e2e.py --json OUT [--models resnet50-ftl resnet50-ttl2] [--workers auto 0 8]
+    python benchmarks/probes/train_e2e.py --json OUT [--models resnet50-ftl resnet50-ttl2] [--workers auto 0 8]
         [--threads 8] [--worker-threads 1 2] [--images 4096] [--size 256] [--batch-size 128] [--image-size 224]
         [--dtype bfloat16] [--epochs 3] [--device-prefetch 0 2]
 
@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: protocol, ttlx_side
 import protocol  # noqa: E402
 
 

@@ -2,28 +2,26 @@
 # The GPU benchmarks in stages, most important first, each writing its own JSON as soon as it ends, so a
 # machine lent for a few minutes still leaves every stage it finished. Same measurements as one
 # `python benchmarks/run.py` (bfloat16, batch 128 on a GPU); one interpreter holds both sides here.
-#   bash benchmarks/gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]
+# Runs from any folder (paths are taken from where this script lies).
+#   bash tools/gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]
 # With no STAGE, all of them in the order below; name some to run only those, in the order given
 # (a short loan spends its minutes on what is still unmeasured). These run only when named:
 # `resnet50_bs64`, `resnet50_targets` at the reference recipe's batch of 64 (`ttlx train`'s default),
-# `profile`, one traced step each of ResNet50 FTL and TTL-2 through `benchmarks/step_ops.py` (op times per
-# kind and feature-map size, the raw traces and optimized HLO kept in OUT_DIR/profile-MODEL), and
-# `variants`, `benchmarks/variant_probe.py`: ttlx against the formulations it replaced on accelerators
+# `variants`, `benchmarks/probes/variant_probe.py`: ttlx against the formulations it replaced on accelerators
 # (OUT_DIR/variants.jsonl),
-# `pipeline_host`, the loader alone on this host's cores (grain threads in one process: ttlx's default 4 and 8;
-# 4, 8 and 12 worker processes; uint8 batches as `ttlx train` loads them; OUT_DIR/pipeline_host.json), and
-# `train_e2e`, whole `ttlx train` runs of ResNet50 FTL and TTL-2 with ttlx's default worker processes
-# (half the cores, up to 8 per GPU) at its default 4, and at 1 and 2, threads per worker (images/s of
-# the epochs after the first, 40 steps each; OUT_DIR/train_e2e.json),
+# `train_e2e`, whole `ttlx train` runs of ResNet50 FTL and TTL-2 (`benchmarks/probes/train_e2e.py`) with ttlx's
+# default worker processes (half the cores, up to 8 per GPU) at its default 4, and at 1 and 2, threads per
+# worker (images/s of the epochs after the first, 40 steps each; OUT_DIR/train_e2e.json),
 # `prefetch`, the same whole runs with TTLX_DEVICE_PREFETCH at 0 and 2, alternating (4 epochs of 30 steps;
-# OUT_DIR/prefetch.json): whether placing the batches on the device from a thread speeds the loop, and
-# `between_epochs` on a prepared digits at 224 px, ResNet50 FTL, the loop's host parts per step
-# (OUT_DIR/between_epochs.json), and
-# `dispatch`, `benchmarks/dispatch_probe.py`: the host's time in each train step's call against the step
-# times, with the heap as is and frozen (OUT_DIR/dispatch.jsonl), and
+# OUT_DIR/prefetch.json): whether placing the batches on the device from a thread speeds the loop,
+# `between_epochs`, `benchmarks/probes/between_epochs.py` on a prepared digits at 224 px, ResNet50 FTL, the
+# loop's host parts per step (OUT_DIR/between_epochs.json), and
 # `xla_options`, `variant_probe.py` with XLA's GPU compiler options as variants (CUDA graphs off, CUDA
 # graphs of any length, cuDNN runtime fusion) against ttlx as shipped, 4 rounds (OUT_DIR/xla_options.jsonl).
+# On a machine without network whose image lacks grain, tensorflow-datasets or array-record, install them first
+# from a wheelhouse built by tools/device_wheelhouse.sh (see tools/README.md).
 set -u
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${1:?usage: gpu_stages.sh OUT_DIR [PYTHON [STAGE ...]]}
 py=${2:-python3}
 shift $(( $# < 2 ? $# : 2 ))
@@ -35,11 +33,8 @@ declare -A args=(
     [densenet201_train]="--only train_step --models densenet201-ftl"
     [latency]="--only latency --models resnet50-ftl resnet50-ttl2 densenet201-ftl"
     [compile]="--only compile"
-    [profile]=""
     [variants]=""
-    [pipeline_host]=""
     [train_e2e]=""
-    [dispatch]=""
     [prefetch]=""
     [between_epochs]=""
     [xla_options]=""
@@ -49,61 +44,44 @@ stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${order[@]}")
 for name in "${stages[@]}"; do
     if [ -z "${args[$name]+set}" ]; then
-        echo "unknown stage '$name'; choose from: ${order[*]} resnet50_bs64 profile variants pipeline_host train_e2e dispatch prefetch between_epochs xla_options" >&2
+        echo "unknown stage '$name'; choose from: ${order[*]} resnet50_bs64 variants train_e2e prefetch between_epochs xla_options" >&2
         exit 2
     fi
 done
 mkdir -p "$out"
 for name in "${stages[@]}"; do
     echo "== stage $name $(date -u +%T)" | tee -a "$out/log.txt"
-    if [ "$name" = profile ]; then
-        for model in resnet50-ftl resnet50-ttl2; do
-            "$py" benchmarks/step_ops.py --model "$model" --dtype bfloat16 --batch-size 128 --top 40 \
-                --keep "$out/profile-$model" 2>&1 | tee -a "$out/log.txt"
-        done
-        continue
-    fi
-    if [ "$name" = pipeline_host ]; then
-        "$py" benchmarks/profile_pipeline.py --loader-only --as-shipped-only --batch-size 128 --images 2048 \
-            --batches 48 --loader-threads 8 --workers 4 8 12 --uint8-only --json "$out/pipeline_host.json" 2>&1 \
-            | tee -a "$out/log.txt"
-        continue
-    fi
     if [ "$name" = train_e2e ]; then
-        "$py" benchmarks/train_e2e.py --json "$out/train_e2e.json" --models resnet50-ftl resnet50-ttl2 \
+        "$py" "$root/benchmarks/probes/train_e2e.py" --json "$out/train_e2e.json" --models resnet50-ftl resnet50-ttl2 \
             --images 8192 --workers auto --worker-threads 1 2 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = prefetch ]; then
-        "$py" benchmarks/train_e2e.py --json "$out/prefetch.json" --models resnet50-ftl resnet50-ttl2 \
+        "$py" "$root/benchmarks/probes/train_e2e.py" --json "$out/prefetch.json" --models resnet50-ftl resnet50-ttl2 \
             --images 6144 --epochs 4 --workers auto --device-prefetch 0 2 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = between_epochs ]; then
         scratch=$(mktemp -d)
         "$py" -m ttlx.cli prepare digits --data-dir "$scratch/data" >/dev/null 2>&1
-        "$py" benchmarks/between_epochs.py --json "$out/between_epochs.json" -- --dataset digits \
+        "$py" "$root/benchmarks/probes/between_epochs.py" --json "$out/between_epochs.json" -- --dataset digits \
             --data-dir "$scratch/data" --model resnet50 --trunc -1 --pretrained random --image-size 224 \
             --pooling --lr 2e-3 --max-epoch 6 --bs 128 --dtype bfloat16 --workdir "$scratch/run" 2>&1 \
             | tee -a "$out/log.txt"
         rm -rf "$scratch"
         continue
     fi
-    if [ "$name" = dispatch ]; then
-        "$py" benchmarks/dispatch_probe.py --out "$out/dispatch.jsonl" 2>&1 | tee -a "$out/log.txt"
-        continue
-    fi
     if [ "$name" = xla_options ]; then
-        "$py" benchmarks/variant_probe.py --out "$out/xla_options.jsonl" --rounds 4 \
+        "$py" "$root/benchmarks/probes/variant_probe.py" --out "$out/xla_options.jsonl" --rounds 4 \
             --variants base no_command_buffers command_buffers_min_1 runtime_fusion 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = variants ]; then
-        "$py" benchmarks/variant_probe.py --out "$out/variants.jsonl" 2>&1 | tee -a "$out/log.txt"
+        "$py" "$root/benchmarks/probes/variant_probe.py" --out "$out/variants.jsonl" 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     # shellcheck disable=SC2086  # the stage's arguments are meant to split
-    "$py" benchmarks/run.py --json "$out/$name.json" --reference-python "$py" ${args[$name]} 2>&1 \
+    "$py" "$root/benchmarks/run.py" --json "$out/$name.json" --reference-python "$py" ${args[$name]} 2>&1 \
         | tee -a "$out/log.txt"
 done
 echo "== done $(date -u +%T)" | tee -a "$out/log.txt"

@@ -39,7 +39,7 @@ host's dispatch overlaps the device's work and the rate is what the device susta
 
 One process, so later compiles reuse the first one's autotuning. Every record (built, round, summary) is
 printed and appended to ``--out`` as one JSON line as soon as it exists, so a loan cut short keeps what ran.
-    python benchmarks/variant_probe.py --out OUT.jsonl [--models resnet50-ttl2 resnet50-ftl] [--variants ...]
+    python benchmarks/probes/variant_probe.py --out OUT.jsonl [--models resnet50-ttl2 resnet50-ftl] [--variants ...]
         [--rounds 5] [--steps 20]
 """
 
@@ -52,7 +52,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: protocol, ttlx_side
 import protocol  # noqa: E402
 
 

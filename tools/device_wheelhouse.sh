@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build what a lent GPU machine (no network, its own image with jax[cuda], flax and torch, Python 3.12 but
-# no grain, tensorflow-datasets or array-record; RESULTS section 7) needs to run ttlx's benchmarks: ttlx's
-# wheel in OUT_DIR and, in OUT_DIR/deps, wheels for that Python of ttlx's dependencies the image may lack.
+# no grain, tensorflow-datasets or array-record; benchmarks/RESULTS.md section 7) needs to run ttlx's
+# benchmarks: ttlx's wheel in OUT_DIR and, in OUT_DIR/deps, wheels for that Python of ttlx's dependencies
+# the image may lack.
 # The big ones the image has (jax, jaxlib, numpy, scipy, tensorstore, matplotlib) are left out to stay
 # under the 64 MiB a run may carry.
-#   bash benchmarks/device_wheelhouse.sh [OUT_DIR=.whl] [PIP=pip]
+#   bash tools/device_wheelhouse.sh [OUT_DIR=.whl] [PIP=pip]   (from the repository root)
 # On the machine, before the benchmarks:
-#   python3 benchmarks/install_missing.py .whl/deps /tmp/site &&
+#   python3 tools/install_missing.py .whl/deps /tmp/site &&
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/ttlx-*.whl &&
 #   export PYTHONPATH=/tmp/site
 set -euo pipefail
