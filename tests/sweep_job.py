@@ -10,10 +10,10 @@ def tiny_job(config: dict, bootstrap: int) -> dict:
     from fake_data import FakeData
     from tiny_model import TINYNET
 
-    import ttlx.training.loop
+    import ttlx.data
     from ttlx import registry
     from ttlx.sweeps.grid import run_one
 
     registry.models.register("tinynet", TINYNET, package="tests")
-    ttlx.training.loop.data_source = FakeData
+    ttlx.data.data_source = FakeData
     return run_one(config, bootstrap)

@@ -122,7 +122,7 @@ def test_tuned_malloc_keeps_more_than_2_gib_of_freed_heap(trim_threshold):
     threshold mallopt takes (what ttlx used before), under which glibc does trim.
     """
     override = f"libc.mallopt(-1, {trim_threshold}); " if trim_threshold else ""
-    code = ("import ctypes; from ttlx import performance; tuned = process.tune_malloc(); "
+    code = ("import ctypes; from ttlx.runtime import process; tuned = process.tune_malloc(); "
             "libc = ctypes.CDLL('libc.so.6'); libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p; "
             "libc.malloc.argtypes = [ctypes.c_size_t]; libc.free.argtypes = [ctypes.c_void_p]; "
             f"libc.sbrk.argtypes = [ctypes.c_long]; {override}"
@@ -142,7 +142,7 @@ def test_tuned_malloc_keeps_more_than_2_gib_of_freed_heap(trim_threshold):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_configure_process_tunes_malloc_and_fills_the_cache(tmp_path):
     """In a fresh process: a compiled function lands in the configured cache directory."""
-    code = ("import json; from ttlx import performance; s = process.configure_process(); "
+    code = ("import json; from ttlx.runtime import process; s = process.configure_process(); "
             "import jax, jax.numpy as jnp; jax.config.update('jax_persistent_cache_min_compile_time_secs', 0); "
             "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready(); print(json.dumps(s))")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
@@ -158,7 +158,7 @@ def test_configure_process_tunes_malloc_and_fills_the_cache(tmp_path):
 
 
 _PARTITIONED_PROGRAM = (
-    "import os, sys; os.sched_setaffinity(0, {cpus}); from ttlx import performance; import jax; {cache}"
+    "import os, sys; os.sched_setaffinity(0, {cpus}); from ttlx.runtime import process; import jax; {cache}"
     "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0); "
     "jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0); import jax.numpy as jnp; "
     "x = jnp.zeros((16, 14, 14, 1024)); "

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fake_data import FakeData
 
-import ttlx.training.loop
+import ttlx.data
 from ttlx.errors import ConfigError
 from ttlx.sweeps import launchers
 from ttlx.sweeps.grid import Grid, expand, grid_from_dict, load_grid_file, open_sweep_dir, parse_int_list, run_sweep
@@ -108,7 +108,7 @@ def test_summary_is_mean_and_sample_std_over_repeats():
 
 @pytest.fixture
 def fake_source(monkeypatch, tinynet):
-    monkeypatch.setattr(ttlx.training.loop, "data_source", FakeData)
+    monkeypatch.setattr(ttlx.data, "data_source", FakeData)
     return FakeData
 
 

@@ -20,9 +20,11 @@ HEADS = ("pool", "flatten", None)
 TRAIN_HEADS = ("pool", "flatten")  # training needs a classifier
 DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters and BatchNorm statistics stay float32
 MIN_IMAGE_SIZE = 32
-SPLIT_REPEATS = (1, 2, 3)  # the split repeats every dataset has (ttlx.data.splits.REPEATS)
-EVAL_SPLITS = ("train", "val", "test")
-CHECKPOINTS = ("best", "latest")
+SPLIT_REPEATS = (1, 2, 3)  # the split repeats every dataset has
+SPLITS = ("train", "val", "test")  # the split files of every repeat, and what ttlx eval can score
+EVAL_SPLITS = SPLITS
+BEST, LATEST = "best", "latest"  # a run dir's checkpoints: best validation loss, and the newest epoch
+CHECKPOINTS = (BEST, LATEST)
 MAX_SEED = 2**32 - 1  # numpy's and grain's seeds are unsigned 32-bit
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttlx.errors import ConfigError, DataError, UserError
+from ttlx.errors import DataError, UserError
 
 
 def predictions_of(source: str | Path, split: str) -> tuple[Path, dict[str, np.ndarray]]:
@@ -57,12 +57,11 @@ def labels_and_probabilities(columns: dict[str, np.ndarray]) -> tuple[list[str],
 def paired_comparison(run_a: str | Path, run_b: str | Path, *, split: str = "test", resamples: int = 1000,
                       seed: int = 0) -> dict:
     """B minus A for every summary metric, with 95% paired bootstrap intervals and p-values."""
-    from ttlx.analysis.runs import SPLITS
     from ttlx.config import check_int
+    from ttlx.evaluation.trained_run import check_split
     from ttlx.metrics import paired_bootstrap
 
-    if split not in SPLITS:
-        raise ConfigError(f"Unknown split '{split}'; choose one of {', '.join(SPLITS)}.")
+    check_split(split)
     check_int(resamples, "--bootstrap", 1)
     path_a, a = predictions_of(run_a, split)
     path_b, b = predictions_of(run_b, split)

@@ -133,7 +133,7 @@ def forward_jaxpr(model: nnx.Module, image_size: int,
         return net(x)
 
     x = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)
-    from ttlx.runtime.process import xla_convolutions  # 1x1 convs count as convs, not as dense layers
+    from ttlx.models.ops import xla_convolutions  # 1x1 convs count as convs, not as dense layers
 
     with layers.count_elementwise() as elementwise, xla_convolutions():
         closed = jax.make_jaxpr(forward)(state, x)

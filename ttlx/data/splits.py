@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ttlx.config import SPLIT_REPEATS as REPEATS
+from ttlx.config import SPLITS
 from ttlx.errors import DataError
 
-SPLITS = ("train", "val", "test")
-REPEATS = (1, 2, 3)
 _FOLDS = 5  # one fold of five is the 20% test set; one fold of five of the rest is the 16% val set
 _SPLIT_CODE = {name: i for i, name in enumerate(SPLITS)}
 

@@ -17,35 +17,29 @@ from rich.console import Console
 from rich.table import Table
 
 from ttlx.config import EvalConfig, ModelConfig, TrainConfig
-from ttlx.errors import ConfigError
+from ttlx.evaluation.trained_run import check_checkpoint, check_split, open_trained_run
 from ttlx.metrics import bootstrap_intervals, classification_metrics, confusion_matrix, probabilities
-from ttlx.runs.checkpoint import assign_model_state, load_model_state
-from ttlx.runs.run_dir import RunDir, write_json_atomic
+from ttlx.runs.run_dir import write_json_atomic
 from ttlx.training.sharding import data_mesh, local_batch_size
 from ttlx.training.steps import graph_defs, make_eval_step, model_arrays, model_part, predict
-
-SPLITS = ("train", "val", "test")
 
 
 def evaluate_run(cfg: EvalConfig, *, data=None, console: Console | None = None, show: bool = True) -> dict:
     """Evaluate one split of a run dir, write ``eval_<split>.json`` and return its content."""
-    from ttlx.training.loop import data_source
+    from ttlx import data as data_layer
 
-    if cfg.split not in SPLITS:
-        raise ConfigError(f"Unknown split '{cfg.split}'; choose one of {', '.join(SPLITS)}.")
-    if cfg.checkpoint not in ("best", "latest"):
-        raise ConfigError(f"Unknown checkpoint '{cfg.checkpoint}'; choose best or latest.")
-    run = RunDir(cfg.run_dir)
-    saved = run.read_config()
-    train_cfg, model_cfg = TrainConfig.from_dict(saved["train"]), ModelConfig.from_dict(saved["model"])
-    data = data or data_source()
-    data_dir = cfg.data_dir or train_cfg.data_dir
+    check_split(cfg.split)
+    check_checkpoint(cfg.checkpoint)
+    run = open_trained_run(cfg.run_dir)
+    train_cfg, model_cfg = run.train, run.model
+    data = data or data_layer.data_source()
+    data_dir = run.data_dir(cfg.data_dir)
     info = data.dataset_info(train_cfg.dataset, data_dir)
-    model, epoch = load_run_model(run.path, model_cfg, cfg.checkpoint)
+    model, epoch = run.network_and_epoch(cfg.checkpoint)
     predictions = predict_split(model, model_cfg, train_cfg, info, cfg, data, data_dir)
     probs = probabilities(predictions.logits, info.multilabel)
     result = {
-        "run_dir": str(run.path), "split": cfg.split, "checkpoint": cfg.checkpoint, "epoch": epoch,
+        "run_dir": str(Path(cfg.run_dir)), "split": cfg.split, "checkpoint": cfg.checkpoint, "epoch": epoch,
         "dataset": info.name, "classes": list(info.classes), "loss": predictions.loss,
         **classification_metrics(predictions.labels, probs, info.classes, info.multilabel),
         "bootstrap": cfg.bootstrap,
@@ -78,20 +72,6 @@ def write_predictions_of(run_dir: Path, split: str, predictions, probs: np.ndarr
         return None
     write_predictions(path, predictions.ids, predictions.labels, probs, info.classes, info.multilabel)
     return path.name
-
-
-def load_run_model(run_dir: Path, model_cfg: ModelConfig, which: str):
-    """The run's network with the weights of its ``best`` or ``latest`` checkpoint; returns (model, epoch)."""
-    from flax import nnx
-
-    from ttlx.models import get_architecture
-
-    arch = get_architecture(model_cfg.arch)
-    # an abstract build: every value is replaced by the checkpoint, so a random init would be wasted
-    model = nnx.eval_shape(lambda: arch.build(model_cfg, nnx.Rngs(0)))
-    epoch, flat = load_model_state(run_dir, which)
-    assign_model_state(model, flat)
-    return model, epoch
 
 
 def predict_split(model, model_cfg: ModelConfig, train_cfg: TrainConfig, info, cfg: EvalConfig, data,

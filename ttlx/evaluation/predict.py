@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from ttlx.errors import ConfigError, DataError
+from ttlx.evaluation.trained_run import open_trained_run
 
 
 def image_paths(paths) -> list[Path]:
@@ -42,17 +43,16 @@ def predict_files(run_dir, paths, *, out=None, checkpoint: str = "best", batch_s
                   data_dir=None) -> tuple[Path, dict]:
     """Score image files with a run's network; writes the CSV (default ``RUN_DIR/predictions_files.csv``)
     and returns its path and a summary (files, and per class how many were predicted it)."""
-    from ttlx.analysis.runs import finetuned_network, open_run, stored_form, stored_image_file
     from ttlx.config import check_int
     from ttlx.data.augment import eval_transform, normalize
     from ttlx.metrics import probabilities
     from ttlx.runs.predictions import write_file_predictions
 
     check_int(batch_size, "--bs", 1)
-    run = open_run(run_dir)
+    run = open_trained_run(run_dir)
     files = image_paths(paths)
-    form = stored_form(run, data_dir)
-    classes, multilabel = list(run.dataset["classes"]), bool(run.dataset.get("multilabel", False))
+    form = run.stored_form(data_dir)
+    classes, multilabel = run.classes, run.multilabel
     size = run.model.image_size
     transform = eval_transform(size)
     missing = [path for path in files if not path.is_file()]
@@ -62,7 +62,7 @@ def predict_files(run_dir, paths, *, out=None, checkpoint: str = "best", batch_s
     path = Path(out) if out else run.path / "predictions_files.csv"
     if not path.parent.is_dir():
         raise ConfigError(f"The folder of --out {path} does not exist; create it or choose another path.")
-    model = finetuned_network(run, checkpoint)
+    model = run.network(checkpoint)
     model.eval()
     from flax import nnx
 
@@ -89,3 +89,27 @@ def _logits(graphdef, state, images):
     from flax import nnx
 
     return nnx.merge(graphdef, state)(images)
+
+
+def image_files(paths, image_size: int, form) -> np.ndarray:
+    """Image files as the run's network saw its images: stored as its dataset was (``form``, a
+    :class:`ttlx.data.stored_form.StoredForm`), then the eval transform and ImageNet normalisation."""
+    from ttlx.data.augment import eval_transform, normalize
+
+    return normalize(np.stack([stored_image_file(path, image_size, form, eval_transform(image_size))
+                               for path in paths]))
+
+
+def stored_image_file(path, image_size: int, form, transform=None) -> np.ndarray:
+    """One image file through ``form.store`` and the eval transform, as uint8 [S, S, 3]; a DataError naming
+    the file when it is missing or not an image."""
+    from ttlx.data.augment import eval_transform
+    from ttlx.data.images import BadImage
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"The image {path} does not exist; check the path.")
+    try:
+        return (transform or eval_transform(image_size))(form.store(path))
+    except BadImage as err:
+        raise DataError(f"{path} is not a readable image ({err}); pass PNG or JPEG files.") from None

@@ -48,7 +48,7 @@ def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """torchvision's stem pooling (3x3, stride 2, padding 1), with ``performance.max_pool``'s gradient: a
     loop over taps on CPU, one unrolled expression on accelerators (JAX's own rule writes four int32 index
     arrays and scatters; RESULTS sections 2 and 7.2)."""
-    from ttlx.runtime.process import max_pool
+    from ttlx.models.ops import max_pool
 
     _record(x.size)
     return max_pool(x, 3, 2, 1, jax.default_backend() != "cpu")
@@ -67,7 +67,7 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
 def conv(cin: int, cout: int, k: int, *, stride: int = 1, pad: int = 0, rngs: nnx.Rngs,
          init=conv_init_fan_out, dtype=jnp.float32) -> nnx.Conv:
     """A bias-free conv with torchvision's explicit symmetric padding (never Flax 'SAME')."""
-    from ttlx.runtime.process import conv_general_dilated  # 1x1 convs as dots on CPU; unchanged elsewhere
+    from ttlx.models.ops import conv_general_dilated  # 1x1 convs as dots on CPU; unchanged elsewhere
 
     return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                     use_bias=False, kernel_init=init, dtype=dtype, param_dtype=jnp.float32, rngs=rngs,

@@ -36,10 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttlx.config import ModelConfig
+from ttlx.config import BEST, LATEST, ModelConfig
 from ttlx.errors import UserError, WeightsError, write_failure_cause
 
-LATEST, BEST = "latest", "best"
 PACKED = "packed."  # key prefix of the packed arrays in a step's ``arrays`` item
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from ttlx.config import EvalConfig, TrainConfig
 from ttlx.errors import ConfigError
+from ttlx.methods import METHODS, overrides, run_label
 
-METHODS = ("ftl", "ttl", "lwft", "tf")
 GRID_FILE = "grid.json"
 INT_LISTS = ("trunc", "layerwise", "freeze", "slim_from", "exp", "sub")  # grid keys holding integers
 
@@ -119,11 +119,11 @@ def expand(grid: Grid) -> list[RunSpec]:
     arch = get_architecture(grid.model)
     points = method_points(grid, arch)
     specs = []
-    for method, point, overrides in points:
+    for method, point, values_of_point in points:
         for exp in grid.exp:
             for sub in grid.sub:
                 values = {**grid.base, "dataset": grid.dataset, "model": grid.model, "exp": exp, "sub": sub,
-                          **overrides}
+                          **values_of_point}
                 specs.append(RunSpec(method, point, TrainConfig(**values)))
     if not specs:
         raise ConfigError("The grid holds no runs; give at least one method with a point, one exp and one sub.")
@@ -131,33 +131,33 @@ def expand(grid: Grid) -> list[RunSpec]:
 
 
 def method_points(grid: Grid, arch) -> list[tuple[str, str, dict[str, Any]]]:
-    """(method, point label, TrainConfig overrides) for every method and point of the grid."""
-    out = []
+    """(method, point label, TrainConfig overrides) for every method and point of the grid, labelled as the
+    summary labels the runs (``ttlx.methods``)."""
+    chosen = []
     for method in grid.methods:
         if method == "ftl":
-            out.append(("ftl", "full", {"trunc": -1}))
+            chosen.append(overrides("ftl"))
         elif method == "ttl":
-            out += [(_check_block(arch, t, "ttl"), f"t{t}", {"trunc": t}) for t in grid.trunc]
-            out += [(_check_layer(arch, n), f"lw{n}", {"trunc": n, "layerwise": True}) for n in grid.layerwise]
+            chosen += [overrides("ttl", _check_block(arch, t)) for t in grid.trunc]
+            chosen += [overrides("ttl", _check_layer(arch, n), layerwise=True) for n in grid.layerwise]
         elif method == "lwft":
-            out += [("lwft", f"freeze{k}", {"trunc": -1, "freeze_until": _check_freeze(arch, k)})
-                    for k in grid.freeze]
+            chosen += [overrides("lwft", _check_freeze(arch, k)) for k in grid.freeze]
         elif method == "tf":
-            out += [("tf", f"slim{s}", {"trunc": -1, "slim_from": _check_slim(arch, s)}) for s in grid.slim_from]
-    return out
+            chosen += [overrides("tf", _check_slim(arch, s)) for s in grid.slim_from]
+    return [(*run_label(values)[:2], values) for values in chosen]
 
 
-def _check_block(arch, point: int, method: str) -> str:
+def _check_block(arch, point: int) -> int:
     if point not in arch.block_points:
         valid = ", ".join(str(p) for p in arch.block_points)
         raise ConfigError(f"The grid names truncation point {point}, which {arch.name} lacks; use {valid}.")
-    return "ftl" if point == -1 else method
+    return point
 
 
-def _check_layer(arch, point: int) -> str:
+def _check_layer(arch, point: int) -> int:
     if point not in arch.layer_points():
         raise ConfigError(f"The grid names layer-wise point {point}, which {arch.name} lacks; use 0..{arch.num_units}.")
-    return "ttl"
+    return point
 
 
 def _check_freeze(arch, k: int) -> int:
@@ -201,10 +201,11 @@ def open_sweep_dir(path: Path, grid: Grid) -> None:
 
 def place_runs(specs: list[RunSpec], sweep_dir: Path) -> list[RunSpec]:
     """Point every run's workdir into ``<sweep dir>/runs/`` with the name ``ttlx train`` would give it."""
+    from ttlx import data as data_layer
     from ttlx.runs.run_dir import run_name
-    from ttlx.training.loop import data_source, resolve_model
+    from ttlx.training.loop import resolve_model
 
-    data, classes = data_source(), {}
+    data, classes = data_layer.data_source(), {}
     placed = []
     for spec in specs:  # one grid, one dataset: its info is read once
         key = (spec.config.dataset, spec.config.data_dir)
@@ -270,10 +271,10 @@ def write_probe_ranking(grid: Grid, sweep_dir: Path) -> list[dict[str, Any]]:
                    image_size=base.get("image_size", 224), seed=base.get("seed", 0))
     pretrained = base.get("pretrained", "imagenet")
     # one pass over the data for every point: block-wise and layer-wise points share the deepest backbone
-    from ttlx.training.loop import data_source
+    from ttlx import data as data_layer
 
     rows = probe_dataset(grid.dataset, grid.model, pretrained, points=list(grid.trunc),
-                         layerwise_points=list(grid.layerwise), data=data_source(), **options)
+                         layerwise_points=list(grid.layerwise), data=data_layer.data_source(), **options)
     rows.sort(key=lambda r: -r["probe_auroc"] if r["probe_auroc"] == r["probe_auroc"] else math.inf)
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ttlx.errors import UserError
-from ttlx.sweeps.summary import run_label, write_csv
+from ttlx.methods import run_label
+from ttlx.sweeps.summary import write_csv
 
 PAIRED_METRICS = ("auroc", "auprc_trapz")
 

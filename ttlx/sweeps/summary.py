@@ -16,21 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ttlx.methods import run_label
+
 METRICS = ("auroc", "auprc_trapz", "auprc", "accuracy", "balanced_accuracy")
 COST = ("params", "gmacs_ptflops", "gmacs", "latency_ms")
-
-
-def run_label(train: dict[str, Any]) -> tuple[str, str, int]:
-    """(method, point, sort key) of a run's training config, e.g. ("ttl", "lw11", 11)."""
-    if train.get("slim_from") is not None:
-        return "tf", f"slim{train['slim_from']}", 1000 + train["slim_from"]
-    if train.get("freeze_until") is not None:
-        return "lwft", f"freeze{train['freeze_until']}", 2000 + train["freeze_until"]
-    if train.get("layerwise"):
-        return "ttl", f"lw{train['trunc']}", train["trunc"]
-    if train["trunc"] == -1:
-        return "ftl", "full", 999
-    return "ttl", f"t{train['trunc']}", 100 * train["trunc"]
 
 
 def collect_runs(sweep_dir: Path) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ttlx import data as data_layer
 from ttlx.config import ModelConfig, TrainConfig
 from ttlx.errors import ConfigError, DataError, UserError
 from ttlx.metrics import epoch_metrics, probabilities
@@ -35,13 +36,6 @@ from ttlx.training.steps import Steps, init_state, make_steps, model_arrays, mod
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-def data_source():
-    """The data layer's functions (``dataset_info``, ``class_weights``, ``make_loader``)."""
-    from ttlx.data import pipeline
-
-    return pipeline
 
 
 def resolve_model(cfg: TrainConfig, num_classes: int):
@@ -67,7 +61,7 @@ def plan_run(cfg: TrainConfig, data):
 
 def resolve_run_dir(cfg: TrainConfig, data=None) -> Path:
     """The run dir ``train(cfg)`` writes to (``--workdir`` or the default name)."""
-    return plan_run(cfg, data or data_source())[3]
+    return plan_run(cfg, data or data_layer.data_source())[3]
 
 
 @dataclass
@@ -127,7 +121,7 @@ def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, da
 
 def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=None) -> Path:
     """Train (or resume) the run that ``cfg`` describes and return its run dir."""
-    data = data or data_source()
+    data = data or data_layer.data_source()
     info, arch, model_cfg, path = plan_run(cfg, data)
     mesh = data_mesh()
     check_batch_size(cfg.batch_size, mesh)
@@ -167,7 +161,7 @@ def compile_programs_of(config: dict) -> None:
 def compile_programs(cfg: TrainConfig, data=None) -> None:
     """Build the run's model and steps and compile its train and evaluation steps (into the persistent
     cache, for :mod:`ttlx.runtime.precompile`); trains nothing and writes no run dir."""
-    data = data or data_source()
+    data = data or data_layer.data_source()
     info, arch, model_cfg, _ = plan_run(cfg, data)
     mesh = data_mesh()
     check_batch_size(cfg.batch_size, mesh)
