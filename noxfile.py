@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``golden`` (regenerate parity outputs), ``plugins``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``docs``, ``golden`` (regenerate parity outputs), ``plugins``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site strictly and check that the generated command reference is current."""
+    session.install("-e", ".[test]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(Path(session.create_tmp()) / "site"))
+    session.run("python", "scripts/cli_reference.py", "--check")
 
 
 @nox.session
