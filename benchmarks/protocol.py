@@ -109,19 +109,6 @@ def parse_result(stdout: str) -> dict:
     raise ValueError("the benchmark process printed no BENCH_RESULT line")
 
 
-def probe_arguments(description: str) -> argparse.ArgumentParser:
-    """The options of the one-model probe scripts (``step_faults``, ``step_ops``, ``densenet_profile``); the
-    parsed options go straight to ``ttlx_side.make_train_step``."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--model", default="densenet201-ftl", choices=sorted(MODELS))
-    parser.add_argument("--threads", type=int, default=1, help="pinned cores")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.set_defaults(plain=False)
-    return parser
-
-
 def side_arguments(description: str) -> argparse.ArgumentParser:
     """The options every side script takes (each measurement uses the ones it needs)."""
     parser = argparse.ArgumentParser(description=description)
