@@ -121,5 +121,5 @@ class FakeData:
         images, labels = self.split(split, image_size)
         loader = FakeLoader(images, labels, batch_size=batch_size, train=train, seed=seed,
                             multilabel=self.multilabel)
-        loader.num_workers = num_workers or 0  # as ttlx's Loader on CPU (pipeline.loader_workers)
+        loader.num_workers = num_workers or 0  # as ttlx's Loader on CPU (ttlx.data.loader_size.loader_workers)
         return loader

@@ -14,6 +14,7 @@ import pytest
 
 from ttlx.errors import WeightsError
 from ttlx.runs import checkpoint as ckpt
+from ttlx.runs import state_arrays
 
 
 def train_state(value: float) -> dict:
@@ -24,21 +25,22 @@ def train_state(value: float) -> dict:
 
 def test_flat_keys_name_state_paths_and_round_trip():
     state = train_state(1.0)
-    flat = ckpt.flatten(state)
+    flat = state_arrays.flatten(state)
     assert {"params.layer1.0.kernel", "params.fc.bias", "opt_state.hyperparams.learning_rate",
             "opt_state.inner_state.0.mu.layer1.0.kernel", "rng"} <= set(flat)
-    back = ckpt.unflatten_like(train_state(0.0), flat)
+    back = state_arrays.unflatten_like(train_state(0.0), flat)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), back, state))
     with pytest.raises(WeightsError, match=r"^The checkpoint lacks 1 entries of this model \(e\.g\. 'rng'\)"):
-        ckpt.unflatten_like(state, {k: v for k, v in flat.items() if k != "rng"})
+        state_arrays.unflatten_like(state, {k: v for k, v in flat.items() if k != "rng"})
 
 
 def test_latest_restores_arrays_and_json_and_keeps_one_step(tmp_path):
     checkpoints = ckpt.RunCheckpoints(tmp_path)
     for epoch in (1, 2):
-        checkpoints.save(ckpt.LATEST, epoch, ckpt.flatten(train_state(epoch)), {"epoch": epoch, "it": {"n": epoch}})
+        state = state_arrays.flatten(train_state(epoch))
+        checkpoints.save(ckpt.LATEST, epoch, state, {"epoch": epoch, "it": {"n": epoch}})
         checkpoints.keep_only(ckpt.LATEST, {epoch})
-    template = ckpt.flatten(train_state(0.0))
+    template = state_arrays.flatten(train_state(0.0))
     arrays, meta = checkpoints.restore(ckpt.LATEST, template)
     assert meta == {"epoch": 2, "it": {"n": 2}}
     np.testing.assert_array_equal(arrays["params.fc.bias"], [2.0, 3.0, 4.0])
@@ -50,27 +52,27 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import orbax.checkpoint as ocp
 
     checkpoints = ckpt.RunCheckpoints(tmp_path)
-    checkpoints.save(ckpt.LATEST, 1, ckpt.flatten(train_state(1.0)), {"epoch": 1})
+    checkpoints.save(ckpt.LATEST, 1, state_arrays.flatten(train_state(1.0)), {"epoch": 1})
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full)
     with pytest.raises(ckpt.CheckpointSaveError) as err:
-        checkpoints.save(ckpt.LATEST, 2, ckpt.flatten(train_state(2.0)), {"epoch": 2})
+        checkpoints.save(ckpt.LATEST, 2, state_arrays.flatten(train_state(2.0)), {"epoch": 2})
     assert str(err.value) == (
         f"Saving the checkpoint of epoch 2 to {tmp_path / 'latest'} failed (the disk is full); the checkpoint "
         "of epoch 1 is kept: free some space and re-run the same command to resume."
     )
     monkeypatch.undo()
-    arrays, meta = checkpoints.restore(ckpt.LATEST, ckpt.flatten(train_state(0.0)))
+    arrays, meta = checkpoints.restore(ckpt.LATEST, state_arrays.flatten(train_state(0.0)))
     assert meta["epoch"] == 1 and float(arrays["params.fc.bias"][0]) == 1.0
     checkpoints.close()
 
 
 def test_a_save_killed_half_way_is_ignored(tmp_path):
     checkpoints = ckpt.RunCheckpoints(tmp_path)
-    checkpoints.save(ckpt.LATEST, 1, ckpt.flatten(train_state(1.0)), {"epoch": 1})
+    checkpoints.save(ckpt.LATEST, 1, state_arrays.flatten(train_state(1.0)), {"epoch": 1})
     checkpoints.close()
     # what a kill leaves behind: orbax's temporary directory of the next step, partly written
     partial = tmp_path / "latest" / "2.orbax-checkpoint-tmp-1700000000"
@@ -78,7 +80,7 @@ def test_a_save_killed_half_way_is_ignored(tmp_path):
     shutil.rmtree(partial / "arrays")
     reopened = ckpt.RunCheckpoints(tmp_path)
     assert reopened.epoch(ckpt.LATEST) == 1
-    _, meta = reopened.restore(ckpt.LATEST, ckpt.flatten(train_state(0.0)))
+    _, meta = reopened.restore(ckpt.LATEST, state_arrays.flatten(train_state(0.0)))
     assert meta == {"epoch": 1}
     reopened.close()
 
@@ -131,15 +133,15 @@ def test_a_step_holds_one_packed_array_per_dtype_and_restores_every_entry_bit_fo
 
 def test_pack_and_unpack_are_inverse_and_keep_the_key_order():
     state = mixed_state()
-    packed, layout = ckpt.pack(state)
+    packed, layout = state_arrays.pack(state)
     assert {k: v.dtype.name for k, v in packed.items()} == {
         "packed.float32": "float32", "packed.bfloat16": "bfloat16", "packed.int32": "int32", "packed.uint32": "uint32"}
-    back = ckpt.unpack(packed, layout)
+    back = state_arrays.unpack(packed, layout)
     assert list(back) == list(state)
     assert all(np.array_equal(back[k], np.asarray(v)) and back[k].shape == v.shape for k, v in state.items())
     short = {**packed, "packed.float32": packed["packed.float32"][:-1]}
     with pytest.raises(ValueError, match=r"^the packed float32 array holds 6 values, too few for 'scale'$"):
-        ckpt.unpack(short, layout)
+        state_arrays.unpack(short, layout)
 
 
 def test_a_restore_into_a_template_of_another_shape_or_without_an_entry_is_refused(tmp_path):
@@ -156,14 +158,14 @@ def test_a_restore_into_a_template_of_another_shape_or_without_an_entry_is_refus
 def test_a_step_written_before_packing_still_restores(tmp_path):
     import orbax.checkpoint as ocp
 
-    flat = ckpt.flatten(train_state(3.0))
+    flat = state_arrays.flatten(train_state(3.0))
     checkpoints = ckpt.RunCheckpoints(tmp_path)
     # the earlier format: one orbax array per key and no layout item
     checkpoints.managers[ckpt.LATEST].save(2, args=ocp.args.Composite(
         arrays=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave({"epoch": 2})))
     checkpoints.managers[ckpt.LATEST].wait_until_finished()
     assert not (tmp_path / "latest" / "2" / "layout").exists()
-    placed, meta = checkpoints.restore(ckpt.LATEST, ckpt.flatten(train_state(0.0)))
+    placed, meta = checkpoints.restore(ckpt.LATEST, state_arrays.flatten(train_state(0.0)))
     assert meta == {"epoch": 2} and sorted(placed) == sorted(flat)
     np.testing.assert_array_equal(np.asarray(placed["params.fc.bias"]), [3.0, 4.0, 5.0])
     host, _ = checkpoints.restore(ckpt.LATEST)

@@ -4,13 +4,13 @@ import csv
 import itertools
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ttlx.data import pipeline
+from ttlx import settings
+from ttlx.data import loader_size, pipeline
 from ttlx.data.augment import normalize
 from ttlx.data.prepare import prepare_dataset
 from ttlx.errors import ConfigError, DataError
@@ -140,42 +140,42 @@ def test_unnormalised_batches_are_uint8_and_normalise_to_the_default_ones(data_d
 
 def test_loader_threads_come_from_the_argument_then_the_environment_then_the_cpus(data_dir, monkeypatch):
     monkeypatch.delenv("TTLX_LOADER_THREADS", raising=False)
-    assert pipeline.loader_threads() == min(4, os.cpu_count() or 1)
+    assert loader_size.loader_threads() == min(4, settings.schedulable_cpus())
     monkeypatch.setenv("TTLX_LOADER_THREADS", " 8 ")
-    assert pipeline.loader_threads() == 8 and pipeline.loader_threads(3) == 3
+    assert loader_size.loader_threads() == 8 and loader_size.loader_threads(3) == 3
     one, _ = _take(_loader(data_dir, seed=2, num_threads=1), 2)  # batches never depend on the thread count
     assert _loader(data_dir, num_threads=1).num_threads == 1 and _loader(data_dir).num_threads == 8
     eight, _ = _take(_loader(data_dir, seed=2), 2)
     for x, y in zip(one, eight, strict=True):
         np.testing.assert_array_equal(x["image"], y["image"])
     monkeypatch.setenv("TTLX_LOADER_THREADS", "many")
-    with pytest.raises(ConfigError, match="TTLX_LOADER_THREADS='many' is not a number"):
+    with pytest.raises(ConfigError, match="TTLX_LOADER_THREADS='many' is not a whole number of at least 1"):
         _loader(data_dir)
     with pytest.raises(ConfigError, match="at least 1 thread, got 0"):
-        pipeline.loader_threads(0)
+        loader_size.loader_threads(0)
 
 
 def test_loader_workers_are_none_on_cpu_and_half_the_cores_per_accelerator(data_dir, monkeypatch):
     import jax
 
-    assert pipeline.loader_workers() == 0 and _loader(data_dir, num_workers=None).num_workers == 0  # CPU here
-    assert pipeline.loader_workers(3) == 3 and pipeline.loader_workers(0) == 0
+    assert loader_size.loader_workers() == 0 and _loader(data_dir, num_workers=None).num_workers == 0  # CPU here
+    assert loader_size.loader_workers(3) == 3 and loader_size.loader_workers(0) == 0
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    for cpus, devices, expected in ((16, 1, 8), (32, 1, 8), (96, 8, 48), (6, 1, 3), (1, 1, 1), (None, 1, 1)):
-        monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
+    for cpus, devices, expected in ((16, 1, 8), (32, 1, 8), (96, 8, 48), (6, 1, 3), (1, 1, 1)):
+        monkeypatch.setattr(settings, "schedulable_cpus", lambda cpus=cpus: cpus)
         monkeypatch.setattr(jax, "local_device_count", lambda devices=devices: devices)
-        assert pipeline.loader_workers() == expected, (cpus, devices)
-    assert pipeline.loader_workers(0) == 0  # an explicit count is kept on accelerators too
+        assert loader_size.loader_workers() == expected, (cpus, devices)
+    assert loader_size.loader_workers(0) == 0  # an explicit count is kept on accelerators too
     # a one-pass loader restarts its workers every pass: one per 4 batches at most, none under 4 batches
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(settings, "schedulable_cpus", lambda: 16)
     monkeypatch.setattr(jax, "local_device_count", lambda: 1)
-    assert [pipeline.loader_workers(one_pass_batches=n) for n in (3, 4, 13, 100)] == [0, 1, 3, 8]
-    assert pipeline.loader_workers(2, one_pass_batches=3) == 2  # an explicit count is kept
+    assert [loader_size.loader_workers(one_pass_batches=n) for n in (3, 4, 13, 100)] == [0, 1, 3, 8]
+    assert loader_size.loader_workers(2, one_pass_batches=3) == 2  # an explicit count is kept
     evaluation = dict(split="test", train=False, num_workers=None)  # 359 images
     assert [_loader(data_dir, batch_size=b, **evaluation).num_workers for b in (128, 64, 16)] == [0, 1, 5]
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ConfigError, match=r"worker count must be a whole number, 0 or more, got"):
-            pipeline.loader_workers(bad)
+            loader_size.loader_workers(bad)
 
 
 def test_eval_is_one_ordered_pass_padded_with_masked_examples(data_dir):

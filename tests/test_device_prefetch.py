@@ -75,8 +75,8 @@ def test_the_setting_is_a_number_of_batches(monkeypatch):
     assert prefetch.batches_ahead() == 2
     for bad in ("-1", "two"):
         monkeypatch.setenv("TTLX_DEVICE_PREFETCH", bad)
-        with pytest.raises(ConfigError, match=rf"^TTLX_DEVICE_PREFETCH='{bad}' is not a number of batches; set "
-                                              r"it to 0 \(off\) or a whole number such as 2, or unset it\.$"):
+        with pytest.raises(ConfigError, match=rf"^TTLX_DEVICE_PREFETCH='{bad}' is not a whole number of at least 0; "
+                                              r"set one or unset it\.$"):
             prefetch.batches_ahead()
 
 

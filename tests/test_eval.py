@@ -171,6 +171,6 @@ def test_bootstrap_workers_follow_the_setting_or_the_cores(monkeypatch):
     assert bootstrap_workers(10) == 3
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("TTLX_BOOTSTRAP_WORKERS", bad)
-        with pytest.raises(ConfigError, match=rf"^TTLX_BOOTSTRAP_WORKERS must be a whole number of at least 1, "
-                                              rf"got '{bad}'\.$"):
+        with pytest.raises(ConfigError, match=rf"^TTLX_BOOTSTRAP_WORKERS='{bad}' is not a whole number of at least 1; "
+                                              r"set one or unset it\.$"):
             check_bootstrap(100)  # every command with intervals checks it before it starts

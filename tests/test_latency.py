@@ -20,7 +20,7 @@ def test_a_helper_compiled_network_is_timed_in_a_fresh_process_that_loads_the_he
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update({"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                 "TTLX_COMPILE_HELPER": "1"})
-    code = ("import json; from ttlx.models import resolve_config; from ttlx.models import latency; "
+    code = ("import json; from ttlx.models import resolve_config; from ttlx.cost import latency; "
             "_, cfg = resolve_config('resnet50', 1, head='pool', num_classes=2, image_size=32); "
             "ms = latency.latency_ms(cfg, repeats=3, warmup=1); "
             "print(json.dumps({'ms': ms, 'fresh': latency.times_in_fresh_process(cfg)}))")

@@ -133,7 +133,7 @@ def test_force_starts_over(tmp_path, tinynet):
 
 def test_epochs_run_with_the_heap_out_of_the_garbage_collectors_reach_and_curves_drawn_at_most_every_30_s(
         tmp_path, tinynet, monkeypatch):
-    from ttlx.report.tables import figures
+    from ttlx.report import figures
     from ttlx.training import loop as training
 
     frozen_at_epoch_start, curves = [], []

@@ -202,7 +202,7 @@ class TrainConfig(DictRecord):
     freeze_until: int | None = None
     ptl_decay: float = 1.0
     seed: int = 0
-    num_workers: int | None = None  # None: pipeline.loader_workers chooses for the backend
+    num_workers: int | None = None  # None: ttlx.data.loader_size.loader_workers chooses for the backend
     data_dir: str | None = None
     workdir: str | None = None
 

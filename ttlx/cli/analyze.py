@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ttlx.cli import options
 from ttlx.cli.base import app, compiling_command, print_json, user_errors
 
 analyze_app = typer.Typer(help="Measure a model: cost, SVCCA, Grad-CAM; compare two runs.",
@@ -17,7 +18,7 @@ app.add_typer(analyze_app, name="analyze")
 @analyze_app.command("cost")
 @user_errors
 def analyze_cost(
-    model: Annotated[str, typer.Option(help="resnet50, densenet201, layerttl_resnet50 or a plugin model.")]
+    model: options.Model
     = "resnet50",
     trunc: Annotated[int, typer.Option(help="Truncation point: -1 (full backbone), 1..3 block-wise, or units "
                                             "kept with --layerwise.")] = -1,
@@ -25,13 +26,13 @@ def analyze_cost(
     = False,
     head: Annotated[str, typer.Option(help="pool, flatten or none (feature map only).")] = "pool",
     classes: Annotated[int, typer.Option(help="Classes of the head.")] = 2,
-    image_size: Annotated[int, typer.Option("--image-size", help="Input size in pixels.")] = 224,
+    image_size: options.ImageSize = 224,
     slim_from: Annotated[int | None, typer.Option("--slim-from", "--slim_from",
                                                   help="TF: stages from this one at reduced width.")] = None,
     slim_factor: Annotated[int, typer.Option("--slim-factor", "--slim_factor", help="TF width divisor.")] = 2,
     repeats: Annotated[int, typer.Option(help="Timed forward passes for the latency median (0: skip).")]
     = 20,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+    json_out: options.JsonOutput
     = False,
 ):
     """Parameters, GMACs (conv+linear and ptflops-style) and batch-1 latency of a (truncated) model."""
@@ -53,23 +54,21 @@ def analyze_cost(
 
 
 RunDirArgument = Annotated[Path, typer.Argument(help="A run dir written by `ttlx train`.")]
-CheckpointOption = Annotated[str, typer.Option(help="best (lowest validation loss) or latest.")]
-AnalysisDataDir = Annotated[Path | None, typer.Option(help="Prepared data (default: the run's).")]
 
 
 @analyze_app.command("svcca")
 @user_errors
 def analyze_svcca(
     run_dir: RunDirArgument,
-    split: Annotated[str, typer.Option(help="Images from test, val or train.")] = "test",
+    split: options.Split = "test",
     n: Annotated[int, typer.Option("--n", help="Images in the sample.")] = 256,
     positions: Annotated[int, typer.Option(help="Random positions per image of each conv map.")] = 16,
     keep: Annotated[float, typer.Option(help="Share of variance the SVD step keeps.")] = 0.99,
-    batch_size: Annotated[int, typer.Option("--bs", "--batch-size", help="Images per forward pass.")] = 32,
-    checkpoint: CheckpointOption = "best",
+    batch_size: options.ForwardBatch = 32,
+    checkpoint: options.Checkpoint = "best",
     out: Annotated[Path | None, typer.Option(help="Output dir (default RUN_DIR/analysis/svcca).")] = None,
-    data_dir: AnalysisDataDir = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the coefficients as JSON.")] = False,
+    data_dir: options.RunDataDir = None,
+    json_out: options.JsonOutput = False,
 ):
     """SVCCA between the fine-tuned run and the network it started from, at every kept layer."""
     compiling_command()
@@ -96,13 +95,13 @@ def analyze_gradcam(
     run_dir: RunDirArgument,
     images: Annotated[list[Path] | None, typer.Argument(help="Image files (default: images of --split).")]
     = None,
-    split: Annotated[str, typer.Option(help="Images from test, val or train.")] = "test",
+    split: options.Split = "test",
     n: Annotated[int, typer.Option("--n", help="Images of the split to explain.")] = 8,
     layer: Annotated[str | None, typer.Option(help="Unit to explain (default: the last kept one).")] = None,
-    checkpoint: CheckpointOption = "best",
+    checkpoint: options.Checkpoint = "best",
     out: Annotated[Path | None, typer.Option(help="Output dir (default RUN_DIR/analysis/gradcam_SPLIT).")]
     = None,
-    data_dir: AnalysisDataDir = None,
+    data_dir: options.RunDataDir = None,
 ):
     """Grad-CAM heat maps of the predicted class at the last kept stage, one overlay PNG per image."""
     compiling_command()
@@ -121,7 +120,7 @@ def analyze_paired(
     split: Annotated[str, typer.Option(help="The evaluated split both runs' predictions come from.")] = "test",
     bootstrap: Annotated[int, typer.Option(help="Paired resamples of the images.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    json_out: options.JsonOutput = False,
 ):
     """B minus A on the same images: each metric's difference, 95% paired bootstrap interval and p-value."""
     from ttlx.analysis.paired import p_text, paired_comparison

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ttlx.cli import options
 from ttlx.cli.base import app, print_json, user_errors
 
 
@@ -14,7 +15,7 @@ from ttlx.cli.base import app, print_json, user_errors
 def models(
     image_size: Annotated[int, typer.Option(help="Input size used for output shapes.")] = 224,
     layerwise: Annotated[bool, typer.Option(help="List every layer-wise point too.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json_out: options.JsonOutput = False,
 ):
     """List registered architectures, their truncation points, output shapes and parameter counts."""
     from ttlx.cost.catalog import model_table
@@ -29,7 +30,7 @@ def models(
 
 @app.command()
 @user_errors
-def plugins(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False):
+def plugins(json_out: options.JsonOutput = False):
     """List every registered dataset and model and the package that provides it."""
     from ttlx.plugins_table import plugin_rows
     from ttlx.report.tables import print_rows

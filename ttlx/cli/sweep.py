@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ttlx.cli import options
 from ttlx.cli.base import app, compiling_command, fail, user_errors
 
 sweep_app = typer.Typer(help="Run a grid of train+eval runs and aggregate them like the paper's tables.",
@@ -31,15 +32,15 @@ def sweep(
     out: Annotated[Path | None, typer.Option(help="Sweep dir (default sweeps/<dataset>_<model>).")] = None,
     pretrained: Annotated[str, typer.Option(help="Weights every run starts from.")] = "imagenet",
     head: Annotated[str, typer.Option(help="flatten or pool.")] = "flatten",
-    image_size: Annotated[int, typer.Option(help="Input size in pixels.")] = 224,
+    image_size: options.ImageSize = 224,
     bs: Annotated[int, typer.Option("--bs", "--batch-size", help="Global batch size.")] = 64,
     max_epoch: Annotated[int, typer.Option("--max-epoch", "--max_epoch", help="Most epochs per run.")] = 200,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    lr: options.LearningRate = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed of every run.")] = 0,
     num_workers: Annotated[
         int | None, typer.Option("--num-workers", "--num_workers", help="Loader workers (default: as ttlx train).")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data dir ($TTLX_DATA_DIR, ./data).")] = None,
+    data_dir: options.DataDir = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples of each evaluation.")] = 1000,
     probe: Annotated[bool, typer.Option(help="First rank the points with linear probes on frozen features.")] = False,
     launcher: Annotated[str, typer.Option(help="local, slurm (submitit) or submitit-local.")] = "local",

@@ -7,14 +7,15 @@ from typing import Annotated
 
 import typer
 
+from ttlx.cli import options
 from ttlx.cli.base import app, compiling_command, print_json, user_errors
 
 
 @app.command()
 @user_errors
 def train(
-    dataset: Annotated[str, typer.Option(help="Dataset name (see `ttlx plugins`).")] = "digits",
-    model: Annotated[str, typer.Option(help="resnet50, densenet201, layerttl_resnet50...")] = "resnet50",
+    dataset: options.Dataset = "digits",
+    model: options.Model = "resnet50",
     trunc: Annotated[
         int, typer.Option(help="-1: whole backbone (FTL); 1..3 block-wise; units with --layerwise.")
     ] = -1,
@@ -25,11 +26,11 @@ def train(
     head: Annotated[str, typer.Option(help="flatten (the reference code's default) or pool.")] = (
         "flatten"),
     pooling: Annotated[bool, typer.Option("--pooling", help="Same as --head pool.")] = False,
-    image_size: Annotated[int, typer.Option(help="Input size in pixels.")] = 224,
+    image_size: options.ImageSize = 224,
     exp: Annotated[int, typer.Option(help="Which random split (repeat) to train on.")] = 1,
     sub: Annotated[int, typer.Option(help="Percent of the training and validation split to use.")] = 100,
     bs: Annotated[int, typer.Option("--bs", "--batch-size", help="Global batch size over all devices.")] = 64,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    lr: options.LearningRate = 1e-4,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay, as torch Adam applies it.")] = 0.0,
     max_epoch: Annotated[int, typer.Option("--max-epoch", "--max_epoch", help="Most epochs to train.")] = 200,
     patience: Annotated[int, typer.Option(help="ReduceLROnPlateau patience (epochs).")] = 5,
@@ -56,7 +57,7 @@ def train(
     data_parallel: Annotated[
         bool, typer.Option("--data_parallel", "--data-parallel", help="Accepted; all devices are used.")
     ] = False,
-    data_dir: Annotated[Path | None, typer.Option(help="Data dir ($TTLX_DATA_DIR, ./data).")] = None,
+    data_dir: options.DataDir = None,
     workdir: Annotated[Path | None, typer.Option(help="Run dir (default: runs/<dataset>/<name>)")] = None,
     force: Annotated[bool, typer.Option(help="Start over even if the run dir holds a run.")] = False,
     test: Annotated[
@@ -103,11 +104,11 @@ def train(
 @user_errors
 def eval_run(
     run_dir: Annotated[Path, typer.Argument(help="A run dir written by `ttlx train`.")],
-    split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
-    checkpoint: Annotated[str, typer.Option(help="best (lowest validation loss) or latest.")] = "best",
+    split: options.Split = "test",
+    checkpoint: options.Checkpoint = "best",
     bootstrap: Annotated[int, typer.Option(help="Resamples for the 95% intervals; 0: none.")] = 1000,
-    data_dir: Annotated[Path | None, typer.Option(help="Prepared data (default: the run's).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON, not tables.")] = False,
+    data_dir: options.RunDataDir = None,
+    json_out: options.JsonOutput = False,
 ):
     """Evaluate a run dir: accuracy, AUROC, AUPRC with bootstrap intervals, confusion matrix and cost."""
     from ttlx.config import EvalConfig
@@ -132,11 +133,11 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run dir written by `ttlx train`.")],
     paths: Annotated[list[Path], typer.Argument(help="Image files, or folders searched for them.")],
     out: Annotated[Path | None, typer.Option(help="CSV to write (default RUN_DIR/predictions_files.csv).")] = None,
-    checkpoint: Annotated[str, typer.Option(help="best (lowest validation loss) or latest.")] = "best",
-    bs: Annotated[int, typer.Option("--bs", help="Images per forward pass.")] = 32,
+    checkpoint: options.Checkpoint = "best",
+    bs: options.ForwardBatch = 32,
     data_dir: Annotated[Path | None, typer.Option(help="Prepared data, for runs that predate ttlx recording "
                                                        "how their images were stored.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    json_out: options.JsonOutput = False,
 ):
     """Class probabilities of image files from a trained run, one CSV row per file."""
     compiling_command()

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ttlx.cli import options
 from ttlx.cli.base import app, print_json, user_errors
 
 weights_app = typer.Typer(help="Fetch and convert pretrained torchvision weights.", no_args_is_help=True)
@@ -51,7 +52,7 @@ def weights_convert(
 @weights_app.command("list")
 @user_errors
 def weights_list(
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json_out: options.JsonOutput = False,
 ):
     """List the named weights of every architecture, where they come from and whether they are cached."""
     from ttlx import registry

@@ -7,7 +7,7 @@ ResNet50 step on an H100, RESULTS section 10), and the same thread also reads th
 the device (19 MB at batch 128 and 224 px). Whole runs went at 61-82% of the step rate measured with the
 next step in flight. The copy releases Python's interpreter lock (on CPU a Python loop kept 73% of its speed
 while another thread copied such batches), so another thread can do it while the loop launches a step.
-Off by default until measured on a GPU (``benchmarks/between_epochs.py``'s ``step_ms``, with and without):
+Off by default until measured on a GPU (``benchmarks/probes/between_epochs.py``'s ``step_ms``, with and without):
 the batches, their order and the data iterator's state at each epoch's end are the same either way.
 """
 

@@ -39,7 +39,7 @@ def model_arrays(model: nnx.Module) -> tuple[nnx.State, nnx.State]:
 
     The train state holds these, so a jitted step's call flattens and rebuilds plain arrays. With nnx
     Variables as leaves, every call ran ~1,800 Python flatten and unflatten functions for ResNet50's
-    ~600 arrays (RESULTS section 8). Checkpoint keys are the same either way (``checkpoint.key_name``
+    ~600 arrays (RESULTS section 8). Checkpoint keys are the same either way (``state_arrays.key_name``
     drops a Variable's '.value').
     """
     _, params, rest = nnx.split(model, nnx.Param, ...)
