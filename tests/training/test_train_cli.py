@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from ttlx.cli import app
@@ -16,6 +17,7 @@ def run_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_train_with_original_spellings_then_test_then_eval(digits_dir, tmp_path, tinynet):
     workdir = tmp_path / "run"
     args = ["train", "--dataset", "digits", "--model", "tinynet", "--trunc", "-1", "--pretrained", "random",
@@ -55,6 +57,7 @@ def test_an_unprepared_dataset_names_the_prepare_command(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_sweep_then_report_then_svcca_from_the_command_line(digits_dir, tmp_path, tinynet):
     out = tmp_path / "sweep"
     args = ["sweep", "--dataset", "digits", "--model", "tinynet", "--trunc", "1", "--exp", "1",

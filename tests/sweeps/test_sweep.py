@@ -63,7 +63,7 @@ def test_toml_grid_keys_split_into_grid_and_shared_options():
 
 
 def test_the_readme_grid_file_loads_and_expands(tmp_path):
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     toml_text = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "grid.toml"
     path.write_text(toml_text)
@@ -116,6 +116,7 @@ def tiny_grid(**kw):
     return Grid(dataset="fake", model="tinynet", trunc=(1,), exp=(1, 2), base=TINY, **kw)
 
 
+@pytest.mark.slow
 def test_local_sweep_runs_every_run_skips_finished_ones_and_survives_a_failure(tmp_path, fake_source, monkeypatch):
     seen = []
 
@@ -149,8 +150,9 @@ def test_local_sweep_runs_every_run_skips_finished_ones_and_survives_a_failure(t
     assert {row["point"]: row["repeats"] for row in result["rows"]} == {"t1": 1}
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_jobs_in_their_own_process(tmp_path, fake_source, monkeypatch):
-    tests_dir = str(Path(__file__).parent)
+    tests_dir = str(Path(__file__).parents[1])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setattr("ttlx.sweeps.grid.run_one", __import__("sweep_job").tiny_job)
     monkeypatch.setattr(launchers, "run_one", __import__("sweep_job").tiny_job)
@@ -174,6 +176,7 @@ def test_unknown_launcher_is_refused(tmp_path):
         launchers.make_executor("pbs", tmp_path, launchers.SlurmOptions())
 
 
+@pytest.mark.slow
 def test_probe_ranks_every_point_of_the_grid_and_the_summary_shows_it(tmp_path, fake_source):
     grid = Grid(dataset="fake", model="tinynet", trunc=(-1, 1), layerwise=(2,), exp=(1,), base=TINY)
     result = run_sweep(grid, tmp_path, launch=lambda specs: launchers.launch_local(specs, 20, lambda *_: None),

@@ -21,7 +21,7 @@ from ttlx.models import resolve_config
 from ttlx.models.weights.pretrained import load_pretrained
 
 TOLERANCE = 1e-4
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("make_golden", ROOT / "scripts" / "make_golden.py")
 golden = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(golden)
@@ -76,6 +76,7 @@ def test_golden_files_cover_every_block_point():
         assert sum("block-wise" in what for what in points.values()) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet50", "densenet201"])
 def test_whole_network_matches_torchvision_at_every_point(arch, recorded, image, tmp_path):
     state_dict, outputs = recorded[arch]

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ttlx.models.densenet import DENSENET201
 from ttlx.models.resnet import RESNET50
 from ttlx.runtime import precompile
@@ -45,6 +47,7 @@ def test_a_failing_helper_leaves_no_marker(tmp_path, monkeypatch):
     assert not precompile.marker_path(config).exists()
 
 
+@pytest.mark.slow
 def test_helper_fills_the_cache_and_the_run_only_loads_its_step(tmp_path, digits_dir):
     """`ttlx train` with the helper forced on: the helper compiles the train step into the cache and the run
     loads it. Had the run compiled a program of its own (a different cache key), the cache would hold two

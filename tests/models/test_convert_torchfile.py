@@ -14,7 +14,7 @@ import pytest
 from ttlx.errors import WeightsError
 from ttlx.models.weights.torchfile import LEGACY_MAGIC, load_torch_file, state_dict_in
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 
 
 class RunsACommand:

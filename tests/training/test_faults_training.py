@@ -19,7 +19,7 @@ from ttlx.runs.checkpoint import load_model_state
 from ttlx.runs.run_dir import RunDir
 from ttlx.training.loop import TIMING_COLUMNS, train
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -50,6 +50,7 @@ def run_tiny(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     ("eval:3", [1, 2], 2),  # during epoch 3's validation pass
     ("writing:3:2", [1], 1),  # in epoch 3 while epoch 2's checkpoints are written in the background
 ])
+@pytest.mark.slow
 def test_kill_9_anywhere_then_rerun_ends_as_an_uninterrupted_run(where, epochs_logged, latest, finished_run,
                                                                  tmp_path, tinynet):
     workdir = tmp_path / "killed"
@@ -94,6 +95,7 @@ def damage(step: Path, how: str) -> None:
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("how", ["arrays deleted", "array data overwritten", "meta not JSON",
                                  "array manifest truncated"])
+@pytest.mark.slow
 def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before_and_says_so(how, finished_run, tmp_path,
                                                                              tinynet, capsys):
     workdir = tmp_path / "damaged"
@@ -137,6 +139,7 @@ def test_a_damaged_best_checkpoint_is_one_sentence_at_evaluation(finished_run, t
         load_model_state(copy, "best")
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_one_and_the_metrics(finished_run, tmp_path,
                                                                                     tinynet, monkeypatch):
     from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
@@ -182,6 +185,7 @@ class HalfWrittenFile:
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_logging_metrics_keeps_earlier_lines_and_resumes(finished_run, tmp_path, tinynet,
                                                                            monkeypatch):
     import builtins
@@ -211,6 +215,7 @@ def test_a_full_disk_while_logging_metrics_keeps_earlier_lines_and_resumes(finis
     assert_same_run(workdir, finished_run)
 
 
+@pytest.mark.slow
 def test_a_long_run_keeps_memory_flat(tmp_path, tinynet):
     """3,000 train steps of the tiny network through the training loop; resident memory must not grow."""
     import gc

@@ -36,6 +36,7 @@ def test_identical_predictions_differ_by_nothing():
         assert m["difference"] == 0 and m["ci"] == [0.0, 0.0] and m["p_value"] == 1.0, key
 
 
+@pytest.mark.slow
 def test_a_better_model_on_the_same_images_is_told_apart_more_sharply_than_by_separate_intervals():
     labels, a, b = scores(1)
     out = paired_bootstrap(labels, a, b, CLASSES, resamples=100, seed=2)

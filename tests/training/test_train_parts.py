@@ -173,6 +173,7 @@ def test_run_names_hold_every_non_default_option():
     assert name == "resnet50_t-1_exp2_sub20_random_pool_32px_freeze1_ptl10_bs32_lr0.001_seed3"
 
 
+@pytest.mark.slow
 def test_the_train_state_holds_plain_arrays_under_the_checkpoint_keys_of_the_models_variables(tinynet):
     from ttlx.models import create_model
     from ttlx.runs import checkpoint as ckpt

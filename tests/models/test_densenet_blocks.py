@@ -29,6 +29,7 @@ def train_pass(model, whole_blocks: bool):
     return out, flatten(stats), flatten(grads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frozen", [False, True], ids=["all-training", "one-norm-frozen"])
 def test_whole_blocks_equal_unit_by_unit(frozen):
     # stem, dense block 1 (6 layers), transition 1 and 2 layers of block 2: every code path of a block

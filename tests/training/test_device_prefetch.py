@@ -80,6 +80,7 @@ def test_the_setting_is_a_number_of_batches(monkeypatch):
             prefetch.batches_ahead()
 
 
+@pytest.mark.slow
 def test_a_run_with_batches_prefetched_is_the_run_without(finished_run, tmp_path, monkeypatch):
     monkeypatch.setenv("TTLX_DEVICE_PREFETCH", "2")
     prefetched = train(tiny_train_config(tmp_path / "prefetched"), progress=False, data=FakeData())

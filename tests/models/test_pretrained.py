@@ -113,6 +113,7 @@ def test_a_bad_source_names_the_valid_ones(tmp_path):
     assert resolve_source(resnet, "random").kind == "random"
 
 
+@pytest.mark.slow
 def test_a_converted_file_loads_by_name_with_its_classifier(tinynet, tmp_path):
     state = tiny_state()
     path = convert_file(tinynet, written(tmp_path / "tiny.safetensors", state), "mine")

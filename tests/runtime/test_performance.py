@@ -52,6 +52,7 @@ def test_other_convolutions_go_to_lax_unchanged():
         np.testing.assert_array_equal(ours, conv(x, kernel, 1, padding, lax.conv_general_dilated))
 
 
+@pytest.mark.slow
 def test_models_compute_only_their_1x1_convs_as_dots_with_the_same_output():
     from flax import nnx
     from jax import lax
@@ -274,6 +275,7 @@ def _forward_jaxpr(model, x) -> str:
     return str(jax.make_jaxpr(lambda x: model(x))(x))
 
 
+@pytest.mark.slow
 def test_accelerator_formulations_compute_what_the_cpu_ones_do(monkeypatch):
     """On GPUs and TPUs the stem convolution runs as space-to-depth, BatchNorm statistics in one pass and the
     stem pooling's gradient unrolled (RESULTS section 7.2): the same network, in float32 to rounding."""

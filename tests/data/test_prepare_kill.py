@@ -20,7 +20,7 @@ from ttlx.data.records import RecordReader
 from ttlx.data.store import load_prepared
 from ttlx.errors import DataError
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]
 OPTIONS = {"count": 60, "size": 16}  # 60 images: killing after 30 is half-way
 
 

@@ -49,6 +49,7 @@ def stored_test_images(digits_dir, folder, count: int) -> dict[str, object]:
     return files
 
 
+@pytest.mark.slow
 def test_files_get_the_probabilities_the_evaluation_gave_the_same_images(digits_run, digits_dir, tmp_path):
     saved = json.loads((digits_run / "config.json").read_text())
     assert saved["dataset"]["stored"] == {"channels": 1, "encoding": "png", "max_size": 0, "pad_square": False}

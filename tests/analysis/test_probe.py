@@ -65,6 +65,7 @@ def tiny_backbone(tinynet):
     return create_model("tinynet", -1, head=None, image_size=32, seed=0)
 
 
+@pytest.mark.slow
 def test_one_pass_of_the_backbone_gives_each_truncated_network_its_features(tiny_backbone):
     from flax import nnx
 
@@ -133,6 +134,7 @@ def test_probe_point_labels_match_the_sweep_names():
     assert ProbePoint(11, True, "layer3.3", 1, 12).label == "layerwise 11"
 
 
+@pytest.mark.slow
 def test_probe_dataset_ranks_block_and_layerwise_points_in_one_pass(tiny_backbone, fake_data, monkeypatch):
     import ttlx.models
 

@@ -28,6 +28,7 @@ def output_shape(name, size=224, **kw):
     ("densenet201", 1, (1, 28, 28, 128)), ("densenet201", 2, (1, 14, 14, 256)),
     ("densenet201", 3, (1, 7, 7, 896)), ("densenet201", -1, (1, 7, 7, 1920)),
 ])
+@pytest.mark.slow
 def test_blockwise_feature_maps_match_the_reference(name, trunc, shape):
     assert output_shape(name, trunc=trunc, head=None) == shape
 

@@ -25,7 +25,7 @@ from ttlx.runs.run_dir import RunDir, open_run
 from ttlx.runtime import process
 from ttlx.training.loop import TIMING_COLUMNS, TrainingDiverged, resolve_model, train
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]
 REPO = TESTS.parent
 
 
@@ -83,6 +83,7 @@ def test_pretrained_from_a_run_dir_starts_from_its_best_weights(finished_run, ti
     assert state["fc.kernel"].shape == (8, 5)  # a new head for the new classes
 
 
+@pytest.mark.slow
 def test_rerunning_after_kill_9_resumes_and_matches_an_uninterrupted_run(finished_run, tmp_path, tinynet):
     workdir = tmp_path / "killed"
     killed = run_tiny(workdir, "--kill-after-epoch", "2")
@@ -98,6 +99,7 @@ def test_rerunning_after_kill_9_resumes_and_matches_an_uninterrupted_run(finishe
             np.testing.assert_array_equal(resumed[1][key], value, err_msg=key)
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_losses_and_parameters_of_one(finished_run, tmp_path, tinynet):
     workdir = tmp_path / "four"
     done = run_tiny(workdir, devices=4)
@@ -230,6 +232,7 @@ def test_a_run_that_waits_for_its_loader_says_so_once(tmp_path, tinynet, capsys)
     assert "of epoch 2" in err and "TTLX_LOADER_THREADS" in err and "--num-workers N, this run has 0" in err
 
 
+@pytest.mark.slow
 def test_lwft_keeps_the_frozen_weights_and_batchnorm_statistics(tmp_path, tinynet):
     from ttlx.models import create_model
 
@@ -271,6 +274,7 @@ def test_training_needs_a_head():
         resolve_model(tiny_train_config("x", model="resnet50", head="none"), 2)
 
 
+@pytest.mark.slow
 def test_a_bfloat16_run_trains_and_keeps_float32_weights(tmp_path, tinynet):
     run = train(tiny_train_config(tmp_path / "bf16", dtype="bfloat16", max_epoch=1), progress=False,
                 data=FakeData())
