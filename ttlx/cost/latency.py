@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = ModelConfig.from_dict(json.loads(config_json))
     precompile.compile_first({HELPER_KIND: cfg.to_dict()}, get_architecture(cfg.arch),
-                             target=f"{__name__}:compile_forward_of")
+                             target="ttlx.cost.latency:compile_forward_of")
     latency = measure_latency(zero_weight_network(cfg), cfg.image_size, repeats=int(repeats), warmup=int(warmup))
     print(json.dumps({"latency_ms": latency}))
 

@@ -128,7 +128,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     check_batch_size(cfg.batch_size, mesh)
     refuse_finished(RunDir(path), force)
     # a clean heap for the steps (RESULTS 2.8)
-    precompile.compile_first(cfg.to_dict(), arch, target=f"{__name__}:compile_programs_of", verbose=progress)
+    precompile.compile_first(cfg.to_dict(), arch, target="ttlx.training.loop:compile_programs_of", verbose=progress)
     # build before touching the run dir, so bad weights or data leave no half-made run behind
     session = build_session(cfg, arch, model_cfg, info, mesh, data)
     dataset = {"name": info.name, "classes": list(info.classes), "multilabel": info.multilabel}
