@@ -22,7 +22,6 @@ DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters and BatchNorm sta
 MIN_IMAGE_SIZE = 32
 SPLIT_REPEATS = (1, 2, 3)  # the split repeats every dataset has
 SPLITS = ("train", "val", "test")  # the split files of every repeat, and what ttlx eval can score
-EVAL_SPLITS = SPLITS
 BEST, LATEST = "best", "latest"  # a run dir's checkpoints: best validation loss, and the newest epoch
 CHECKPOINTS = (BEST, LATEST)
 MAX_SEED = 2**32 - 1  # numpy's and grain's seeds are unsigned 32-bit
@@ -264,8 +263,8 @@ class EvalConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` with one sentence naming the flag, before the run dir is read."""
         check_text(self.run_dir, "RUN_DIR")
-        if self.split not in EVAL_SPLITS:
-            raise ConfigError(f"Unknown split {_shown(self.split)}; choose one of {', '.join(EVAL_SPLITS)}.")
+        if self.split not in SPLITS:
+            raise ConfigError(f"Unknown split {_shown(self.split)}; choose one of {', '.join(SPLITS)}.")
         if self.checkpoint not in CHECKPOINTS:
             raise ConfigError(f"Unknown checkpoint {_shown(self.checkpoint)}; choose best or latest.")
         check_bootstrap(self.bootstrap)

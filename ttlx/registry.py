@@ -115,3 +115,16 @@ def _allowed(package: str) -> bool:
 # a model is an Architecture (build) or an old name that translates to one (translate)
 models = Registry("ttlx.models", "model", needs=(("build", "translate"),))
 datasets = Registry("ttlx.datasets", "dataset", needs=("scan",))
+
+
+def plugin_rows() -> list[dict[str, Any]]:
+    """The table behind ``ttlx plugins``: one row per registered dataset and model (kind, name, aliases,
+    package, status), then the plugins that failed to load, with their error."""
+    groups = (datasets, models)
+    rows = [{"kind": reg.kind, "name": entry.name, "aliases": ", ".join(getattr(entry.obj, "aliases", ())),
+             "package": entry.package, "status": "ok"}
+            for reg in groups for entry in reg.entries()]
+    rows += [{"kind": reg.kind, "name": name, "aliases": "", "package": package,
+              "status": f"failed to load: {error}"}
+             for reg in groups for package, name, error in reg.failures]
+    return rows

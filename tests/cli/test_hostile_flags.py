@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ttlx.cli import app
-from ttlx.config import EVAL_SPLITS, SPLIT_REPEATS, EvalConfig, ModelConfig, TrainConfig
+from ttlx.config import SPLIT_REPEATS, EvalConfig, ModelConfig, TrainConfig
 from ttlx.errors import ConfigError
 from ttlx.sweeps.grid import Grid, grid_from_dict
 
@@ -332,9 +332,10 @@ def test_configs_check_their_values_when_made():
 
 
 def test_the_config_checks_use_the_data_layers_split_names():
+    from ttlx import config
     from ttlx.data.splits import REPEATS, SPLITS
 
-    assert SPLIT_REPEATS is REPEATS and EVAL_SPLITS is SPLITS
+    assert SPLIT_REPEATS is REPEATS and config.SPLITS is SPLITS
 
 
 @pytest.mark.parametrize("model,largest", [("resnet50", 64), ("densenet201", 32)])

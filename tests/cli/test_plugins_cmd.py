@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from ttlx import registry
 from ttlx.cli import app
-from ttlx.plugins_table import plugin_rows
+from ttlx.registry import plugin_rows
 
 
 def fake_entry_point(name, package, obj=None, error=None):

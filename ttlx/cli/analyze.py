@@ -18,8 +18,7 @@ app.add_typer(analyze_app, name="analyze")
 @analyze_app.command("cost")
 @user_errors
 def analyze_cost(
-    model: options.Model
-    = "resnet50",
+    model: options.Model = "resnet50",
     trunc: Annotated[int, typer.Option(help="Truncation point: -1 (full backbone), 1..3 block-wise, or units "
                                             "kept with --layerwise.")] = -1,
     layerwise: Annotated[bool, typer.Option(help="--trunc counts units (bottlenecks, dense layers).")]
@@ -32,8 +31,7 @@ def analyze_cost(
     slim_factor: Annotated[int, typer.Option("--slim-factor", "--slim_factor", help="TF width divisor.")] = 2,
     repeats: Annotated[int, typer.Option(help="Timed forward passes for the latency median (0: skip).")]
     = 20,
-    json_out: options.JsonOutput
-    = False,
+    json_out: options.JsonOutput = False,
 ):
     """Parameters, GMACs (conv+linear and ptflops-style) and batch-1 latency of a (truncated) model."""
     compiling_command()

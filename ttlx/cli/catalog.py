@@ -32,7 +32,7 @@ def models(
 @user_errors
 def plugins(json_out: options.JsonOutput = False):
     """List every registered dataset and model and the package that provides it."""
-    from ttlx.plugins_table import plugin_rows
+    from ttlx.registry import plugin_rows
     from ttlx.report.tables import print_rows
 
     rows = plugin_rows()

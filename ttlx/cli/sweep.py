@@ -9,6 +9,7 @@ import typer
 
 from ttlx.cli import options
 from ttlx.cli.base import app, compiling_command, fail, user_errors
+from ttlx.methods import METHODS
 
 sweep_app = typer.Typer(help="Run a grid of train+eval runs and aggregate them like the paper's tables.",
                         invoke_without_command=True)
@@ -21,7 +22,7 @@ def sweep(
     ctx: typer.Context,
     dataset: Annotated[str | None, typer.Option(help="Dataset name (see `ttlx plugins`).")] = None,
     model: Annotated[str, typer.Option(help="Architecture of every run.")] = "resnet50",
-    method: Annotated[str, typer.Option(help="Comma list of ftl, ttl, lwft, tf.")] = "ttl",
+    method: Annotated[str, typer.Option(help=f"Comma list of {', '.join(METHODS)}.")] = "ttl",
     trunc: Annotated[str, typer.Option(help="Block-wise points for ttl, e.g. -1,1,2,3.")] = "-1,1,2,3",
     layerwise: Annotated[str, typer.Option(help="Layer-wise points for ttl, e.g. 0..16 or 3,7,11.")] = "",
     freeze: Annotated[str, typer.Option(help="LWFT --freeze-until values, e.g. 0,1.")] = "0,1",

@@ -101,7 +101,7 @@ def latency_ms(cfg: ModelConfig, model: nnx.Module | None = None, *, repeats: in
 def _time_in_fresh_process(cfg: ModelConfig, repeats: int, warmup: int) -> float | None:
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(jax.config.jax_compilation_cache_dir)}
     command = precompile.module_command("ttlx.cost.latency", json.dumps(cfg.to_dict()), str(repeats),
-                                            str(warmup))
+                                        str(warmup))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = done.stdout.strip().splitlines()
     if done.returncode == 0 and lines:

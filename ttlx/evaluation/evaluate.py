@@ -16,8 +16,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ttlx.config import EvalConfig, ModelConfig, TrainConfig
-from ttlx.evaluation.trained_run import check_checkpoint, check_split, open_trained_run
+from ttlx.config import EvalConfig, ModelConfig
+from ttlx.evaluation.trained_run import TrainedRun, check_checkpoint, check_split, open_trained_run
 from ttlx.metrics import bootstrap_intervals, classification_metrics, confusion_matrix, probabilities
 from ttlx.runs.run_dir import write_json_atomic
 from ttlx.training.sharding import data_mesh, local_batch_size
@@ -31,12 +31,10 @@ def evaluate_run(cfg: EvalConfig, *, data=None, console: Console | None = None, 
     check_split(cfg.split)
     check_checkpoint(cfg.checkpoint)
     run = open_trained_run(cfg.run_dir)
-    train_cfg, model_cfg = run.train, run.model
     data = data or data_layer.data_source()
-    data_dir = run.data_dir(cfg.data_dir)
-    info = data.dataset_info(train_cfg.dataset, data_dir)
+    info = data.dataset_info(run.train.dataset, run.data_dir(cfg.data_dir))
     model, epoch = run.network_and_epoch(cfg.checkpoint)
-    predictions = predict_split(model, model_cfg, train_cfg, info, cfg, data, data_dir)
+    predictions = predict_split(model, run, info, cfg, data)
     probs = probabilities(predictions.logits, info.multilabel)
     result = {
         "run_dir": str(Path(cfg.run_dir)), "split": cfg.split, "checkpoint": cfg.checkpoint, "epoch": epoch,
@@ -45,7 +43,7 @@ def evaluate_run(cfg: EvalConfig, *, data=None, console: Console | None = None, 
         "bootstrap": cfg.bootstrap,
         "ci95": (bootstrap_intervals(predictions.labels, probs, info.classes, info.multilabel,
                                      resamples=cfg.bootstrap, seed=cfg.seed) if cfg.bootstrap else {}),
-        "cost": cost_columns(model, model_cfg),
+        "cost": cost_columns(model, run.model),
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if not info.multilabel:
@@ -74,23 +72,20 @@ def write_predictions_of(run_dir: Path, split: str, predictions, probs: np.ndarr
     return path.name
 
 
-def predict_split(model, model_cfg: ModelConfig, train_cfg: TrainConfig, info, cfg: EvalConfig, data,
-                  data_dir):
+def predict_split(model, run: TrainedRun, info, cfg: EvalConfig, data):
     """Predictions of the model on one split, over all devices."""
-
+    train_cfg = run.train
     mesh = data_mesh()
     devices = mesh.devices.size
     batch_size = cfg.batch_size or train_cfg.batch_size
     batch_size = -(-batch_size // devices) * devices  # padding makes any multiple of the devices exact
-    weights = (data.class_weights(train_cfg.dataset, data_dir, exp=train_cfg.exp, sub=train_cfg.sub)
+    weights = (data.class_weights(train_cfg.dataset, run.data_dir(cfg.data_dir), exp=train_cfg.exp, sub=train_cfg.sub)
                if train_cfg.class_weighted else np.ones(len(info.classes), np.float32))
     _, eval_graph = graph_defs(model, set())
     step = make_eval_step(eval_graph, weights, info.multilabel, mesh)
-    loader = data.make_loader(train_cfg.dataset, data_dir, exp=train_cfg.exp, split=cfg.split,
-                              sub=train_cfg.sub, batch_size=local_batch_size(batch_size),
-                              image_size=model_cfg.image_size, train=False, seed=train_cfg.seed,
-                              num_workers=train_cfg.num_workers, shard_index=jax.process_index(),
-                              shard_count=jax.process_count(), normalize=False)  # as ttlx train's loaders
+    loader = run.loader(cfg.split, batch_size=local_batch_size(batch_size), data_dir=cfg.data_dir, data=data,
+                        seed=train_cfg.seed, shard_index=jax.process_index(), shard_count=jax.process_count(),
+                        normalize=False)  # as ttlx train's loaders
     params, rest = model_arrays(model)
     state = jax.device_put(model_part({"params": params, "rest": rest}), jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec()))
@@ -98,24 +93,15 @@ def predict_split(model, model_cfg: ModelConfig, train_cfg: TrainConfig, info, c
 
 
 def cost_columns(model, model_cfg: ModelConfig) -> dict[str, Any]:
-    """Parameters (whole model and backbone) and, from ``ttlx.cost.model_cost``, GMACs and latency."""
-    from flax import nnx
+    """Parameters (whole model, and without the classifier) and, from ``ttlx.cost.model_cost``, GMACs and
+    latency."""
+    from ttlx.cost.model_cost import count_params, model_cost
 
     classifier = getattr(model, "classifier_key", None)
-    params = nnx.state(model, nnx.Param)
-    total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-    head_params = params[classifier] if classifier in params else {}
-    head = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(head_params))
-    cost = {"params": total, "params_backbone": total - head, "gmacs": None, "gmacs_ptflops": None,
-            "latency_ms": None}
-    try:  # COST CALL SITE: ttlx.cost.model_cost is written by another part of the project
-        from ttlx.cost.model_cost import model_cost
-    except ImportError:
-        return cost
+    total, backbone = count_params(model, (classifier,) if classifier else ())
     measured = model_cost(model_cfg, model=model)
-    for key in ("gmacs", "gmacs_ptflops", "latency_ms"):
-        cost[key] = measured.get(key)
-    return cost
+    return {"params": total, "params_backbone": backbone,
+            **{key: measured[key] for key in ("gmacs", "gmacs_ptflops", "latency_ms")}}
 
 
 def draw_confusion(matrix: np.ndarray, classes, path: Path, title: str) -> None:

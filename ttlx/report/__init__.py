@@ -1,1 +1,1 @@
-""""""
+"""Output for people: rich tables and matplotlib figures."""

@@ -264,6 +264,7 @@ def run_sweep(grid: Grid, out: str | Path, *, launch, probe: bool = False, repor
 
 def write_probe_ranking(grid: Grid, sweep_dir: Path) -> list[dict[str, Any]]:
     """Rank the grid's block-wise and layer-wise points with linear probes (``probe.json``)."""
+    from ttlx import data as data_layer
     from ttlx.analysis.probe import probe_dataset, write_probe
 
     base = grid.base
@@ -271,8 +272,6 @@ def write_probe_ranking(grid: Grid, sweep_dir: Path) -> list[dict[str, Any]]:
                    image_size=base.get("image_size", 224), seed=base.get("seed", 0))
     pretrained = base.get("pretrained", "imagenet")
     # one pass over the data for every point: block-wise and layer-wise points share the deepest backbone
-    from ttlx import data as data_layer
-
     rows = probe_dataset(grid.dataset, grid.model, pretrained, points=list(grid.trunc),
                          layerwise_points=list(grid.layerwise), data=data_layer.data_source(), **options)
     rows.sort(key=lambda r: -r["probe_auroc"] if r["probe_auroc"] == r["probe_auroc"] else math.inf)

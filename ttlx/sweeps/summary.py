@@ -66,8 +66,7 @@ def load_probe(sweep_dir: Path) -> dict[str, Any] | None:
         return None
     ranked = {}
     for row in json.loads(path.read_text()):
-        trunc = row["trunc"]
-        label = f"lw{trunc}" if row["layerwise"] else "full" if trunc == -1 else f"t{trunc}"
+        label = run_label({"trunc": row["trunc"], "layerwise": row["layerwise"]})[1]
         ranked[label] = {"auroc": row["probe_auroc"], "rank": row["rank"]}
     return ranked
 

@@ -27,8 +27,6 @@ class Unreachable(Exception):
     """A download source could not be reached (no network, hub down, offline mode)."""
 
 
-
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
