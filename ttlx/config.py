@@ -141,6 +141,7 @@ class ModelConfig(DictRecord):
     slim_from: int | None = None
     slim_factor: int = 2
     dtype: str = "float32"  # computation dtype; parameters and BatchNorm statistics stay float32
+    window: int | None = None  # slices per window of a 3D network (None for 2D); image_size stays in-plane
 
     def __post_init__(self) -> None:
         _plain_values(self)
@@ -166,6 +167,8 @@ def _check_network_shape(cfg) -> None:
         check_int(cfg.slim_from, "--slim-from", 0)
     check_int(cfg.slim_factor, "--slim-factor", 1)
     check_choice(cfg.dtype, "--dtype", DTYPES)
+    if cfg.window is not None:
+        check_int(cfg.window, "--window", 1, what="a number of slices per window")
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ class TrainConfig(DictRecord):
     slim_from: int | None = None
     slim_factor: int = 2
     dtype: str = "float32"
+    window: int | None = None  # slices per window on volumes (None: 2D, or the 3D default of 24)
     exp: int = 1
     sub: int = 100
     batch_size: int = 64

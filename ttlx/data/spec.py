@@ -65,6 +65,7 @@ class DatasetSpec:
     official_splits: ClassVar[bool] = False  # every repeat uses Example.split instead of random splits
     id_columns: ClassVar[tuple[str, ...]] = ("id",)  # columns naming the id in imported split files
     options: ClassVar[dict[str, Any]] = {}
+    volumetric: ClassVar[bool] = False  # examples are CT/MRI volumes (ttlx.data.volumes), stored as int16 HU
 
     def scan(self, manual_dir: Path | None, **options: Any) -> Catalog:
         """List the classes and examples found in ``manual_dir`` (raise DataError for bad input)."""
