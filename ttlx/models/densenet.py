@@ -1,8 +1,9 @@
-"""DenseNet201 as torchvision builds it, cut after any dense block or any dense layer.
+"""DenseNet121 and DenseNet201 as torchvision builds them, cut after any dense block or any dense layer.
 
+Both have growth 32 and differ only in their dense layers per block: (6, 12, 24, 16) and (6, 12, 48, 32).
 Block-wise point t keeps the stem and denseblock_i + transition_i for i <= t; -1 keeps all features
 including norm5 (and the ReLU torchvision applies before its classifier). Layer-wise point n keeps the
-stem and the first n of the 98 dense layers, with the transitions between kept blocks; n = 98 equals -1.
+stem and the first n dense layers (58 or 98), with the transitions between kept blocks; n = all equals -1.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from ttlx.models import layers
 from ttlx.models.architecture import Architecture, HubWeights
 from ttlx.models.heads import Network
 
-BLOCK_LAYERS = (6, 12, 48, 32)
+BLOCK_LAYERS = (6, 12, 48, 32)  # DenseNet201
+BLOCK_LAYERS_121 = (6, 12, 24, 16)
 GROWTH = 32
 BN_SIZE = 4
 INIT_FEATURES = 64
@@ -102,32 +104,32 @@ class Segments:
         return tuple(jnp.concatenate([s[k] for s in self.stats]) for k in (0, 1))
 
 
-def plan(cfg: ModelConfig) -> tuple[list[int], int, bool]:
+def plan(cfg: ModelConfig, block_layers: tuple[int, ...] = BLOCK_LAYERS) -> tuple[list[int], int, bool]:
     """(dense layers kept per block, transitions kept, whether norm5 is kept) for a config."""
     if cfg.layerwise:
         kept, left = [], cfg.trunc
-        for depth in BLOCK_LAYERS:
+        for depth in block_layers:
             if left <= 0:
                 break
             kept.append(min(depth, left))
             left -= depth
         # a transition is kept only when the next block has at least one kept layer
         transitions = max(0, len(kept) - 1)
-        return kept, transitions, cfg.trunc == sum(BLOCK_LAYERS)
+        return kept, transitions, cfg.trunc == sum(block_layers)
     if cfg.trunc == -1:
-        return list(BLOCK_LAYERS), len(BLOCK_LAYERS) - 1, True
-    return list(BLOCK_LAYERS[: cfg.trunc]), cfg.trunc, False
+        return list(block_layers), len(block_layers) - 1, True
+    return list(block_layers[: cfg.trunc]), cfg.trunc, False
 
 
 class Features(nnx.Module):
     """torchvision's ``features`` Sequential: conv0, norm0, pool0, denseblocks, transitions, norm5."""
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, block_layers: tuple[int, ...], *, rngs: nnx.Rngs, in_channels: int = 3):
         dtype = cfg.dtype
-        self.conv0 = layers.conv(3, INIT_FEATURES, 7, stride=2, pad=3, rngs=rngs, init=layers.conv_init_fan_in,
-                                 dtype=dtype)
+        self.conv0 = layers.conv(in_channels, INIT_FEATURES, 7, stride=2, pad=3, rngs=rngs,
+                                 init=layers.conv_init_fan_in, dtype=dtype)
         self.norm0 = layers.BatchNorm(INIT_FEATURES, rngs=rngs, dtype=dtype)
-        kept, transitions, final_norm = plan(cfg)
+        kept, transitions, final_norm = plan(cfg, block_layers)
         channels = INIT_FEATURES
         order = []
         for index, count in enumerate(kept):
@@ -148,8 +150,8 @@ class Features(nnx.Module):
 class DenseNet(Network):
     zero_classifier_bias = True  # torchvision zeroes the classifier bias of DenseNet
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        self.features = Features(cfg, rngs=rngs)
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, block_layers: tuple[int, ...] = BLOCK_LAYERS):
+        self.features = Features(cfg, block_layers, rngs=rngs)
         self.add_head(cfg, DENSENET201.classifier_key, rngs)
 
     def stem(self, x: jax.Array) -> jax.Array:
@@ -193,7 +195,7 @@ class DenseNet(Network):
 
 class DenseNetArchitecture(Architecture):
     def build(self, cfg: ModelConfig, rngs: nnx.Rngs) -> DenseNet:
-        return DenseNet(cfg, rngs=rngs)
+        return DenseNet(cfg, rngs=rngs, block_layers=self.stage_units)
 
 
 DENSENET201 = DenseNetArchitecture(
@@ -213,3 +215,20 @@ DENSENET201 = DenseNetArchitecture(
     },
 )
 ARCHITECTURE = DENSENET201
+
+DENSENET121 = DenseNetArchitecture(
+    name="densenet121",
+    aliases=("DenseNet121", "densenet-121"),
+    num_units=sum(BLOCK_LAYERS_121),
+    unit_name="dense layer",
+    classifier_key="classifier",
+    slim_stages=(0, 1, 2, 3),
+    max_slim_factor=32,  # the growth rate of 32
+    stage_units=BLOCK_LAYERS_121,
+    cpu_compile_in_helper=True,  # 58 dense layers: a program of DenseNet201's kind
+    weights={
+        "imagenet": HubWeights("timm/densenet121.tv_in1k",
+                               torchvision_url="https://download.pytorch.org/models/densenet121-a639ec97.pth",
+                               top1=74.434),
+    },
+)
