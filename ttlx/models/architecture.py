@@ -40,6 +40,7 @@ class Architecture:
     # of the process that compiled them (ttlx.runtime.precompile, benchmarks/RESULTS.md section 2.8)
     cpu_compile_in_helper: bool = False
     stage_units: tuple[int, ...] = ()  # units per stage, e.g. ResNet50 bottlenecks (3, 4, 6, 3)
+    spatial_dims: int = 2  # 2: images (NHWC); 3: volumes, windows of slices (NDHWC)
     weights: dict[str, HubWeights] = field(default_factory=dict)
 
     def build(self, cfg: ModelConfig, rngs: Any):  # pragma: no cover - abstract
@@ -75,8 +76,12 @@ class Architecture:
             raise ConfigError(f"Unknown head '{cfg.head}'; choose pool, flatten or none.")
         if cfg.head is not None and cfg.num_classes < 1:
             raise ConfigError(f"A {cfg.head} head needs at least 1 class, got {cfg.num_classes}.")
-        if cfg.image_size < 32:
-            raise ConfigError(f"--image-size {cfg.image_size} is too small; use at least 32 pixels.")
+        min_size = 32 if self.spatial_dims == 2 else 16
+        if cfg.image_size < min_size:
+            raise ConfigError(f"--image-size {cfg.image_size} is too small; use at least {min_size} pixels.")
+        window = getattr(cfg, "window", None)
+        if self.spatial_dims == 3 and window is not None and window < 1:
+            raise ConfigError(f"--window {window} holds no slices; use at least 1 slice per window.")
         if cfg.slim_from is not None:
             if cfg.slim_from not in self.slim_stages:
                 stages = ", ".join(str(s) for s in self.slim_stages)
