@@ -1,6 +1,6 @@
 """Record torchvision's outputs for the parity test: ``nox -s golden`` (torch 2.14.1, torchvision 0.29.1).
 
-Every weight and BatchNorm statistic of torchvision's resnet50 and densenet201 is filled from numpy
+Every weight and BatchNorm statistic of torchvision's resnet50, densenet201 and densenet121 is filled from numpy
 (:func:`golden_array`, one generator per key seeded from the key's name), so the parity test rebuilds
 the same weights without torch. The script runs a fixed small input through both networks and writes,
 per network, ``tests/golden/<arch>.npz``: the state dict's key/shape manifest, the logits of the full
@@ -34,6 +34,13 @@ POINTS = {
         "denseblock1.denselayer6": "layer-wise 6", "transition1": "block-wise 1",
         "denseblock2.denselayer1": "layer-wise 7", "transition2": "block-wise 2",
         "denseblock3.denselayer42": "layer-wise 60", "transition3": "block-wise 3",
+        "norm5": "block-wise -1 (with the ReLU before the classifier)",
+    },
+    "densenet121": {
+        "stem": "layer-wise 0", "denseblock1.denselayer2": "layer-wise 2",
+        "transition1": "block-wise 1", "denseblock2.denselayer5": "layer-wise 11",
+        "transition2": "block-wise 2", "denseblock3.denselayer24": "layer-wise 42",
+        "transition3": "block-wise 3", "denseblock4.denselayer9": "layer-wise 51",
         "norm5": "block-wise -1 (with the ReLU before the classifier)",
     },
 }
@@ -168,7 +175,8 @@ def save_torch_files() -> None:
     np.savez(GOLDEN_DIR / "torchfile_expected.npz", **expected)
 
 
-def main() -> None:
+def main(parts: list[str]) -> None:
+    """Write the golden files of ``parts`` (network names, ``torchfile``; all when empty)."""
     import torch
     import torchvision
 
@@ -176,10 +184,15 @@ def main() -> None:
     torch.set_num_threads(1)  # a fixed summation order for the reference
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}")
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-    save_network("resnet50", torchvision.models.resnet50(weights=None), record_resnet)
-    save_network("densenet201", torchvision.models.densenet201(weights=None), record_densenet)
-    save_torch_files()
+    networks = {"resnet50": record_resnet, "densenet201": record_densenet, "densenet121": record_densenet}
+    for arch, recorder in networks.items():
+        if not parts or arch in parts:
+            save_network(arch, getattr(torchvision.models, arch)(weights=None), recorder)
+    if not parts or "torchfile" in parts:
+        save_torch_files()
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -21,6 +21,10 @@ BLOCK_ROWS = {
     ("densenet201", 1): ("transition1", "128x28x28", 377_856),
     ("densenet201", 2): ("transition2", "256x14x14", 1_429_632),
     ("densenet201", 3): ("transition3", "896x7x7", 11_110_528),
+    ("densenet121", -1): ("norm5", "1024x7x7", 6_953_856),  # + 1,025,000 classifier = torchvision's 7,978,856
+    ("densenet121", 1): ("transition1", "128x28x28", 377_856),
+    ("densenet121", 2): ("transition2", "256x14x14", 1_429_632),
+    ("densenet121", 3): ("transition3", "512x7x7", 4_793_728),
 }
 RESNET50_AFTER_BOTTLENECK = [
     9_536, 84_544, 154_944, 225_344, 604_736, 884_800, 1_164_864, 1_444_928, 2_957_376, 4_074_560,
@@ -67,8 +71,14 @@ def test_densenet201_layerwise_cut_after_a_block_keeps_no_transition(layerwise_t
     assert len(rows) == 99 and rows[98]["params"] == 18_092_928
 
 
+def test_densenet121_layerwise_rows_end_at_its_58_dense_layers(layerwise_table):
+    rows = rows_of(layerwise_table, "densenet121", True)
+    assert len(rows) == 59 and rows[58]["params"] == 6_953_856 and rows[58]["last_unit"] == "norm5"
+    assert rows[42]["last_unit"] == "denseblock3.denselayer24" and rows[42]["output_chw"] == "1024x14x14"
+
+
 def test_only_architectures_are_listed_not_legacy_names(layerwise_table):
-    assert {r["architecture"] for r in layerwise_table} == {"resnet50", "densenet201"}
+    assert {r["architecture"] for r in layerwise_table} == {"resnet50", "densenet201", "densenet121"}
 
 
 def test_rows_without_a_layer_class_fall_back_to_building_every_point(tinynet, monkeypatch):

@@ -29,6 +29,9 @@ ANCHOR_ROWS = [
     ("densenet201", dict(trunc=3, head=None), 11_110_528, 3.952, 4.021, (896, 7, 7)),
     ("densenet201", dict(trunc=-1, head=None), 18_092_928, 4.289, 4.365, (1920, 7, 7)),
     ("densenet201", dict(trunc=-1, head="pool", num_classes=1000), 20_013_928, 4.291, 4.367, None),
+    # DenseNet121: torchvision's 7,978,856 parameters and 2.83 GFLOPS; ptflops reports 2.88 GMac
+    ("densenet121", dict(trunc=3, head=None), 4_793_728, 2.729, 2.775, (512, 7, 7)),
+    ("densenet121", dict(trunc=-1, head="pool", num_classes=1000), 7_978_856, 2.834, 2.883, None),
 ]
 
 # ANCHORS.md section 3: ResNet50 backbone parameters after bottleneck 1..16

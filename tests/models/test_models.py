@@ -27,6 +27,7 @@ def output_shape(name, size=224, **kw):
     ("resnet50", 3, (1, 14, 14, 1024)), ("resnet50", -1, (1, 7, 7, 2048)),
     ("densenet201", 1, (1, 28, 28, 128)), ("densenet201", 2, (1, 14, 14, 256)),
     ("densenet201", 3, (1, 7, 7, 896)), ("densenet201", -1, (1, 7, 7, 1920)),
+    ("densenet121", 3, (1, 7, 7, 512)), ("densenet121", -1, (1, 7, 7, 1024)),
 ])
 @pytest.mark.slow
 def test_blockwise_feature_maps_match_the_reference(name, trunc, shape):

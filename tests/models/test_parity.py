@@ -1,6 +1,6 @@
 """Parity with torchvision, the acceptance test of the weight conversion (no torch needed).
 
-``scripts/make_golden.py`` (``nox -s golden``) filled torchvision's resnet50 and densenet201 with weights
+``scripts/make_golden.py`` (``nox -s golden``) filled torchvision's resnet50, densenet201 and densenet121 with weights
 from numpy and recorded their outputs; here the same weights are rebuilt from numpy, converted and
 loaded into ttlx's networks (whole and truncated), and every recorded point must agree to
 max |flax - torch| / max |torch| <= 1e-4 in float32 on CPU.
@@ -33,6 +33,9 @@ TRUNCATED = [  # (arch, trunc, layerwise, recorded point the truncated network m
     ("densenet201", 3, True, "denseblock1.denselayer3"),
     ("densenet201", 1, False, "transition1"),
     ("densenet201", 7, True, "denseblock2.denselayer1"),
+    ("densenet121", 2, True, "denseblock1.denselayer2"),
+    ("densenet121", 2, False, "transition2"),
+    ("densenet121", 51, True, "denseblock4.denselayer9"),
 ]
 
 
@@ -57,7 +60,7 @@ def relative_error(ours, theirs) -> float:
 def recorded():
     """arch -> (torchvision-format state dict rebuilt from numpy, recorded outputs)."""
     out = {}
-    for arch in ("resnet50", "densenet201"):
+    for arch in ("resnet50", "densenet201", "densenet121"):
         manifest, outputs = golden.load_golden(arch)
         out[arch] = (golden.golden_state_dict(manifest), outputs)
     return out
@@ -77,7 +80,7 @@ def test_golden_files_cover_every_block_point():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["resnet50", "densenet201"])
+@pytest.mark.parametrize("arch", ["resnet50", "densenet201", "densenet121"])
 def test_whole_network_matches_torchvision_at_every_point(arch, recorded, image, tmp_path):
     state_dict, outputs = recorded[arch]
     path = tmp_path / f"{arch}.safetensors"
