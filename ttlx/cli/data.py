@@ -27,6 +27,9 @@ def prepare(
     ] = None,
     on_bad_image: Annotated[str, typer.Option(help="stop (list them all) or skip (record them).")] = "stop",
     force: Annotated[bool, typer.Option(help="Rebuild even if already prepared.")] = False,
+    name: Annotated[
+        str | None, typer.Option(help="folder/csv/volumes: store your data under this name (then --dataset NAME).")
+    ] = None,
     csv: Annotated[Path | None, typer.Option(help="csv/bimcv: the CSV of image paths and labels.")] = None,
     classes: Annotated[str | None, typer.Option(help="csv/folder: the class list, comma-separated.")] = None,
     uncertain: Annotated[str | None, typer.Option(help="chexpert: uncertain as ones, zeros, ignore.")] = None,
@@ -47,7 +50,7 @@ def prepare(
     given.update(count=count, size=size)
     root = prepare_dataset(
         dataset, data_dir, manual_dir, seed=seed, splits_from=splits_from, max_size=max_size,
-        on_bad_image=on_bad_image, force=force, show_progress=True,
+        on_bad_image=on_bad_image, force=force, show_progress=True, name=name,
         **{k: v for k, v in given.items() if v is not None},
     )  # fmt: skip
     print_summary(root)

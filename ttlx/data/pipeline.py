@@ -19,7 +19,7 @@ from ttlx.data.labels import LabelPolicy, class_weights_from
 from ttlx.data.loader_size import loader_threads, loader_workers
 from ttlx.data.records import RecordReader
 from ttlx.data.split_files import split_positions
-from ttlx.data.store import Prepared, load_prepared
+from ttlx.data.store import Prepared, load_prepared, prepared_name
 from ttlx.errors import DataError
 
 
@@ -35,9 +35,7 @@ class DatasetInfo:
 
 
 def _prepared(dataset: str, data_dir: str | Path | None) -> Prepared:
-    from ttlx.registry import datasets
-
-    return load_prepared(datasets.resolve(dataset), data_dir)
+    return load_prepared(prepared_name(dataset, data_dir), data_dir)
 
 
 def dataset_info(dataset: str, data_dir: str | Path | None = None) -> DatasetInfo:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ttlx.config import check_int, check_seed
 from ttlx.data import builder, store
+from ttlx.data.progress import console, progress
 from ttlx.data.spec import Catalog, DatasetSpec, check_catalog
 from ttlx.data.split_files import write_all_splits
 from ttlx.errors import ConfigError, DataError
@@ -32,27 +33,32 @@ def prepare_dataset(
     on_bad_image: str = "stop",
     force: bool = False,
     show_progress: bool = False,
+    name: str | None = None,
     **options: Any,
 ) -> Path:
     """Build ``dataset`` under ``<data_dir>/<name>/`` and return that folder.
 
-    Nothing is rebuilt when the folder already holds the dataset prepared with the same settings. The
-    build happens in a hidden sibling folder that replaces the old one only once it is complete, so an
-    interrupted run never leaves a dataset that looks prepared.
+    ``name`` stores a user's own data (``folder``, ``csv``, ``volumes``) under a name of its own, which
+    ``--dataset NAME`` then opens everywhere. Nothing is rebuilt when the folder already holds the dataset
+    prepared from the same manual dir with the same settings; other files or settings are refused unless
+    ``force``. The build happens in a hidden sibling folder that replaces the old one only once it is
+    complete, so an interrupted run never leaves a dataset that looks prepared.
     """
     from ttlx.registry import datasets
 
-    name = datasets.resolve(dataset)
-    spec: DatasetSpec = datasets.get(name)
+    kind = datasets.resolve(dataset)
+    spec: DatasetSpec = datasets.get(kind)
+    name = _own_name(kind, spec, name)
     settings = _settings(name, spec, seed, splits_from, max_size, on_bad_image, options)
     if manual_dir is not None and not spec.needs_manual_dir:
-        raise ConfigError(f"Dataset '{name}' needs no downloaded files; leave out --manual-dir.")
+        raise ConfigError(f"Dataset '{kind}' needs no downloaded files; leave out --manual-dir.")
+    source = str(Path(manual_dir).expanduser().resolve()) if manual_dir is not None else None
     data_dir = store.resolve_data_dir(data_dir)
     root = data_dir / name
     if data_dir.is_dir():  # what killed builds left: put a moved-aside dataset back, delete the rest
         _restore_interrupted_swap(data_dir, name)
         _remove_stale(data_dir, name)
-    if _already_prepared(root, settings, force):
+    if _already_prepared(root, kind, source, settings, force, spec.nameable):
         return root
     _refuse_to_overwrite(root, manual_dir)
     # scanned before anything is created: bad options or missing files leave no folder behind
@@ -62,12 +68,32 @@ def prepare_dataset(
     try:
         work.mkdir()
         meta = _build(work, name, spec, catalog, settings, show_progress)
-        meta["manual_dir"] = str(manual_dir) if manual_dir is not None else None
+        meta.update(dataset=kind, manual_dir=source)
         store.write_marker(work, meta)
         _swap_in(work, root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return root
+
+
+def _own_name(kind: str, spec: DatasetSpec, name: str | None) -> str:
+    """The folder (and ``--dataset``) name: the dataset's own, or the ``--name`` a user's data was given."""
+    from ttlx.registry import UnknownNameError, datasets
+
+    if name is None or name == kind:
+        return kind
+    if not spec.nameable:
+        raise ConfigError(f"Dataset '{kind}' takes no --name; only your own data (folder, csv, volumes) does.")
+    if not store.OWN_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--name '{name}' is not a usable name; use up to 64 letters, digits, '_', '-' or '.', starting with "
+            "a letter or digit."
+        )
+    try:
+        taken = datasets.resolve(name)
+    except UnknownNameError:
+        return name
+    raise ConfigError(f"--name '{name}' is already the dataset '{taken}'; choose another name.")
 
 
 def _settings(name, spec, seed, splits_from, max_size, on_bad_image, options) -> dict:
@@ -96,18 +122,31 @@ def _plain(value: Any) -> Any:
     return str(Path(value).expanduser().resolve()) if isinstance(value, Path) else value
 
 
-def _already_prepared(root: Path, settings: dict, force: bool) -> bool:
+def _already_prepared(root: Path, kind: str, source: str | None, settings: dict, force: bool, nameable: bool) -> bool:
+    """True when ``root`` holds this very build; a DataError when it holds another one (other files, another
+    dataset or other settings), since rebuilding would silently replace what runs were trained on."""
     marker = root / store.MARKER
     if force or not marker.is_file():
         return False
-    previous = store.load_prepared(root.name, root.parent).meta.get("settings")
+    meta = store.load_prepared(root.name, root.parent).meta
+    previous = meta.get("settings")
+    before = meta.get("dataset", root.name)
+    keep_both = "pass another --name to keep both, or " if nameable else ""
+    where = f"Dataset '{root.name}' is already prepared in {root.parent}"
+    if before != kind:
+        raise DataError(f"{where} from '{before}', not '{kind}'; {keep_both or 'choose another --name, or '}"
+                        "pass --force to replace it.")
+    stored_dir = meta.get("manual_dir")
+    if source is not None and stored_dir and Path(stored_dir).is_absolute() and stored_dir != source:
+        raise DataError(f"{where} from {stored_dir}, not {source}; {keep_both}pass --force to replace it.")
     if previous == settings:
         return True
     changed = sorted(k for k in settings if previous is None or previous.get(k) != settings[k])
-    raise DataError(
-        f"Dataset '{root.name}' is already prepared in {root.parent} with other settings "
-        f"({', '.join(changed)}); pass --force to rebuild it."
-    )
+    option_names = sorted(k for k in settings.get("options", {})
+                          if (previous or {}).get("options", {}).get(k) != settings["options"][k])
+    if changed == ["options"] and option_names:
+        changed = [f"--{o.replace('_', '-')}" for o in option_names]
+    raise DataError(f"{where} with other settings ({', '.join(changed)}); {keep_both}pass --force to rebuild it.")
 
 
 def _refuse_to_overwrite(root: Path, manual_dir) -> None:
@@ -122,7 +161,7 @@ def _refuse_to_overwrite(root: Path, manual_dir) -> None:
 
 
 def _scan(name: str, spec: DatasetSpec, manual_dir, options: dict, show_progress: bool) -> Catalog:
-    status = _console().status(f"Reading the list of images of '{name}'") if show_progress else nullcontext()
+    status = console().status(f"Reading the list of images of '{name}'") if show_progress else nullcontext()
     with status:
         catalog = spec.scan(Path(manual_dir).expanduser() if manual_dir is not None else None, **options)
     check_catalog(name, catalog)
@@ -130,7 +169,7 @@ def _scan(name: str, spec: DatasetSpec, manual_dir, options: dict, show_progress
 
 
 def _build(work: Path, name: str, spec: DatasetSpec, catalog: Catalog, settings: dict, show_progress: bool) -> dict:
-    with _progress(show_progress, f"Storing {name}", len(catalog.examples)) as advance:
+    with progress(show_progress, f"Storing {name}", len(catalog.examples)) as advance:
         result = builder.build_records(
             work / "records", name, spec, catalog, max_size=settings["max_size"], advance=advance
         )
@@ -145,7 +184,7 @@ def _build(work: Path, name: str, spec: DatasetSpec, catalog: Catalog, settings:
     labels, strata = _label_arrays(spec, examples, len(catalog.classes))
     store.write_index(work, [e.id for e in examples], labels, [e.group_key for e in examples], strata)
     _write_skipped(work, result.bad)
-    with _console().status("Writing the split files") if show_progress else nullcontext():
+    with console().status("Writing the split files") if show_progress else nullcontext():
         summary = write_all_splits(work, spec, catalog.classes, examples, labels, strata, settings)
     return {
         "name": name,
@@ -230,37 +269,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-class _progress:
-    """A rich progress bar (or nothing) whose ``advance(n)`` the builder calls per image."""
-
-    def __init__(self, show: bool, title: str, total: int):
-        self.show, self.title, self.total = show, title, total
-
-    def __enter__(self):
-        if not self.show:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=_console(),
-        )
-        self.bar.start()
-        task = self.bar.add_task(self.title, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.show:
-            self.bar.stop()
-        return False

@@ -66,6 +66,7 @@ class DatasetSpec:
     id_columns: ClassVar[tuple[str, ...]] = ("id",)  # columns naming the id in imported split files
     options: ClassVar[dict[str, Any]] = {}
     volumetric: ClassVar[bool] = False  # examples are CT/MRI volumes (ttlx.data.volumes), stored as int16 HU
+    nameable: ClassVar[bool] = False  # a user's own data: `ttlx prepare --name NAME` stores it under NAME
 
     def scan(self, manual_dir: Path | None, **options: Any) -> Catalog:
         """List the classes and examples found in ``manual_dir`` (raise DataError for bad input)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,7 @@ from ttlx.errors import DataError
 MARKER = "prepared.json"  # written last: a dataset folder without it is not prepared
 INDEX = "index.npz"
 FORMAT = 1
+OWN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a name given to `ttlx prepare --name`
 
 
 def default_data_dir() -> Path:
@@ -73,6 +75,37 @@ class Prepared:
                 "re-run `ttlx prepare` or fix the split file."
             )
         return np.fromiter((lookup[i] for i in ids), dtype=np.int64, count=len(ids))
+
+
+def prepared_name(dataset: str, data_dir: str | Path | None) -> str:
+    """The folder of ``dataset`` under ``data_dir``: a registered dataset's canonical name (aliases and any case
+    accepted), or a name a user gave their own data with ``ttlx prepare folder|csv|volumes --name NAME``."""
+    from ttlx.registry import UnknownNameError, datasets
+
+    try:
+        return datasets.resolve(dataset)
+    except UnknownNameError:
+        root = resolve_data_dir(data_dir)
+        if OWN_NAME.fullmatch(dataset) and (root / dataset / MARKER).is_file():
+            return dataset
+        own = ", ".join(own_datasets(root)) or "none there yet"
+        raise UnknownNameError(
+            f"Unknown dataset '{dataset}'; choose one of: {', '.join(datasets.names())}, or a name given with "
+            f"`ttlx prepare folder|csv|volumes --name` in {root} ({own})."
+        ) from None
+
+
+def own_datasets(data_dir: Path) -> list[str]:
+    """The names of the datasets prepared with ``--name`` under ``data_dir``."""
+    found = []
+    for marker in sorted(data_dir.glob(f"*/{MARKER}")) if data_dir.is_dir() else []:
+        try:
+            meta = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("dataset") not in (None, meta.get("name")):
+            found.append(marker.parent.name)
+    return found
 
 
 def load_prepared(name: str, data_dir: str | Path | None) -> Prepared:

@@ -39,7 +39,7 @@ class StoredForm:
         if pad_square is None:
             from ttlx.registry import datasets
 
-            pad_square = getattr(datasets.get(meta["name"]), "pad_square", False)
+            pad_square = getattr(datasets.get(meta.get("dataset", meta["name"])), "pad_square", False)
         return cls(int(meta["channels"]), str(meta["encoding"]), int(meta["settings"]["max_size"]),
                    bool(pad_square))
 

@@ -29,6 +29,7 @@ class Bimcv(CsvList):
         "with columns path,label)"
     )
     options = {"csv": None}
+    nameable = False  # a public dataset, not the user's own CSV
     id_columns = ("path", "id", "image_id", "Path", "filename")
     label_columns = (*LABEL_COLUMNS, "covid", "covid19", "covid-19")
 

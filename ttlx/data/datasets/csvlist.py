@@ -32,6 +32,7 @@ class CsvList(DatasetSpec):
     aliases = ("csvlist", "table")
     description = "your own images listed in a CSV of path,label[,group] (--manual-dir IMAGE_ROOT --csv FILE)"
     options = {"csv": None, "classes": None}
+    nameable = True
     id_columns = ("id", "image_id", "path")
     label_columns = LABEL_COLUMNS
 

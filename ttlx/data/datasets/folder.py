@@ -24,6 +24,7 @@ class Folder(DatasetSpec):
     aliases = ("imagefolder", "folders")
     description = "your own images, one sub-folder per class (--manual-dir ROOT)"
     options = {"classes": None}
+    nameable = True
 
     def scan(self, manual_dir: Path | None, classes: str | None = None) -> Catalog:
         root = require_manual_dir(self, manual_dir, [])
