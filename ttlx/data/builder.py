@@ -42,6 +42,10 @@ def build_records(
     advance: Callable[[int], None] = lambda n: None,
 ) -> BuildResult:
     """Write every readable example of ``catalog`` under ``root`` and report the unreadable ones."""
+    if spec.volumetric:  # CT/MRI volumes: a memory-mapped int16 store, not ArrayRecord (ttlx.data.volumes)
+        from ttlx.data.volumes import build_volumes
+
+        return build_volumes(root, dataset, spec, catalog, max_size=max_size, advance=advance)
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()
