@@ -36,6 +36,10 @@ def prepare(
     frontal_only: Annotated[bool | None, typer.Option(help="chexpert: keep frontal views only.")] = None,
     count: Annotated[int | None, typer.Option(help="synthetic: number of images.")] = None,
     size: Annotated[int | None, typer.Option(help="synthetic: image side in pixels.")] = None,
+    slices: Annotated[int | None, typer.Option(help="synthetic3d: slices per volume.")] = None,
+    pe_types: Annotated[
+        str | None, typer.Option(help="penet: PE types of positive studies kept (central,segmental or all).")
+    ] = None,
 ):
     """Build a dataset once (ArrayRecord + split files) and print its images per class and split."""
     from ttlx.config import check_int, check_seed
@@ -47,7 +51,7 @@ def prepare(
     from ttlx.data.summary import print_summary
 
     given = {"csv": csv, "classes": classes, "uncertain": uncertain, "frontal_only": frontal_only}
-    given.update(count=count, size=size)
+    given.update(count=count, size=size, slices=slices, pe_types=pe_types)
     root = prepare_dataset(
         dataset, data_dir, manual_dir, seed=seed, splits_from=splits_from, max_size=max_size,
         on_bad_image=on_bad_image, force=force, show_progress=True, name=name,
