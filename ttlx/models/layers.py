@@ -116,10 +116,11 @@ def batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     (RESULTS section 7.2). The two agree to float32 rounding unless a channel's mean is many times its spread.
     """
     xf = x.astype(jnp.float32)
-    mean = jnp.mean(xf, axis=(0, 1, 2))
+    axes = tuple(range(x.ndim - 1))  # batch and space: (0, 1, 2) for NHWC, (0, 1, 2, 3) for NDHWC volumes
+    mean = jnp.mean(xf, axis=axes)
     if jax.default_backend() == "cpu":
-        return mean, jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
-    return mean, jnp.maximum(jnp.mean(jnp.square(xf), axis=(0, 1, 2)) - jnp.square(mean), 0.0)
+        return mean, jnp.mean(jnp.square(xf - mean), axis=axes)
+    return mean, jnp.maximum(jnp.mean(jnp.square(xf), axis=axes) - jnp.square(mean), 0.0)
 
 
 def torch_linear_init(fan_in: int):
