@@ -81,6 +81,8 @@ def from_torchvision(state_dict: Mapping[str, np.ndarray], origin: str = "The st
         prefix, _, leaf = key.rpartition(".")
         if leaf == "weight" and value.ndim == 4:
             value = value.transpose(2, 3, 1, 0)
+        elif leaf == "weight" and value.ndim == 5:  # Conv3d OIDHW -> DHWIO
+            value = value.transpose(2, 3, 4, 1, 0)
         elif leaf == "weight" and value.ndim == 2:
             value = value.T
         out[f"{prefix}.{flax_leaf(leaf, value.ndim)}" if prefix else flax_leaf(leaf, value.ndim)] = value
@@ -95,6 +97,8 @@ def to_torchvision(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         prefix, _, leaf = key.rpartition(".")
         if leaf == "kernel" and value.ndim == 4:
             value = value.transpose(3, 2, 0, 1)
+        elif leaf == "kernel" and value.ndim == 5:
+            value = value.transpose(4, 3, 0, 1, 2)
         elif leaf == "kernel" and value.ndim == 2:
             value = value.T
         out[f"{prefix}.{TO_TORCH_LEAF.get(leaf, leaf)}"] = np.ascontiguousarray(value)
