@@ -32,6 +32,7 @@ class DatasetInfo:
     multilabel: bool  # True for CheXpert-style multi-hot labels
     channels: int  # 1 or 3 as stored (the pipeline always yields 3-channel RGB)
     stored: dict | None = None  # how prepare stored each image (ttlx.data.stored_form.StoredForm.to_dict)
+    volumetric: bool = False  # CT/MRI volumes: the loaders yield windows of slices (ttlx.data.windows)
 
 
 def _prepared(dataset: str, data_dir: str | Path | None) -> Prepared:
@@ -41,8 +42,11 @@ def _prepared(dataset: str, data_dir: str | Path | None) -> Prepared:
 def dataset_info(dataset: str, data_dir: str | Path | None = None) -> DatasetInfo:
     """Metadata of a prepared dataset; raises DataError when it is not prepared in ``data_dir``."""
     from ttlx.data.stored_form import StoredForm
+    from ttlx.data.windows import is_volumetric
 
     prepared = _prepared(dataset, data_dir)
+    if is_volumetric(prepared):
+        return DatasetInfo(prepared.name, prepared.classes, prepared.multilabel, 1, None, volumetric=True)
     return DatasetInfo(prepared.name, prepared.classes, prepared.multilabel, int(prepared.meta["channels"]),
                        StoredForm.of_prepared(prepared.meta).to_dict())
 
@@ -237,6 +241,7 @@ def make_loader(
     normalize: bool = True,
     num_threads: int | None = None,
     persistent_workers: bool = False,
+    window: int | None = None,
 ) -> Loader:
     """Batches of {'image','label','id','mask'[, 'label_mask']} for one split of one repeat.
 
@@ -251,6 +256,7 @@ def make_loader(
     ``persistent_workers`` (evaluation loaders read every epoch, e.g. ``ttlx train``'s validation split):
     the worker processes start with the first pass and serve every later one, instead of starting anew for
     each; call ``close()`` when done with the loader.
+    A volume dataset gives batches of windows of ``window`` slices instead (:mod:`ttlx.data.windows`).
     """
     import grain
 
@@ -258,6 +264,13 @@ def make_loader(
         raise DataError(f"shard_index must be in 0..{shard_count - 1}, got {shard_index}.")
     prepared = _prepared(dataset, data_dir)
     records = split_positions(prepared, exp=exp, split=split, sub=sub)
+    from ttlx.data.windows import is_volumetric, make_window_loader
+
+    if is_volumetric(prepared):
+        return make_window_loader(prepared, records, split=split, batch_size=batch_size, image_size=image_size,
+                                  window=window, train=train, seed=seed, num_workers=num_workers,
+                                  shard_index=shard_index, shard_count=shard_count, num_threads=num_threads,
+                                  persistent_workers=persistent_workers)
     global_batch = batch_size * shard_count
     if train:
         steps = len(records) // global_batch
