@@ -6,7 +6,7 @@ import csv
 import os
 import shutil
 import uuid
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +63,26 @@ def prepare_dataset(
     _refuse_to_overwrite(root, manual_dir)
     # scanned before anything is created: bad options or missing files leave no folder behind
     catalog = _scan(name, spec, manual_dir, settings["options"], show_progress)
+    created = [p for p in (data_dir, *data_dir.parents) if not p.exists()]  # removed again if the build fails
     data_dir.mkdir(parents=True, exist_ok=True)
     work = data_dir / f".{name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    done, free = False, shutil.disk_usage(data_dir).free
     try:
         work.mkdir()
         meta = _build(work, name, spec, catalog, settings, show_progress)
         meta.update(dataset=kind, manual_dir=source)
         store.write_marker(work, meta)
         _swap_in(work, root)
+        done = True
+    except (OSError, RuntimeError) as err:  # the ArrayRecord writer reports a full disk as a RuntimeError
+        if not store.disk_full(err):
+            raise
+        raise store.disk_full_error(data_dir, name, free) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        for folder in created if not done else ():
+            with suppress(OSError):
+                folder.rmdir()  # only while empty: a folder something else wrote into stays
     return root
 
 

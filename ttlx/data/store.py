@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -123,6 +124,34 @@ def load_prepared(name: str, data_dir: str | Path | None) -> Prepared:
             f"Dataset '{name}' in {data_dir} was prepared by another ttlx version; prepare it with --force."
         )
     return Prepared(root, meta)
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or an error it was raised from) says the disk or the user's quota is full; writers in C++
+    (ArrayRecord) report it as a RuntimeError whose message holds the system's words."""
+    words = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+    seen: BaseException | None = err
+    for _ in range(20):  # a chain of causes, bounded in case one refers back to another
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(w in str(seen) for w in words):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def disk_full_error(data_dir: Path, name: str, free: int) -> DataError:
+    """The one sentence for a prepare that filled its disk (its partial build is deleted by the caller)."""
+    return DataError(
+        f"The disk holding {data_dir} filled up while preparing '{name}' ({_megabytes(free)} were free); "
+        "free space there or pass --data-dir on a larger disk (the data dir is left as it was)."
+    )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
 def write_index(root: Path, ids: list[str], labels: np.ndarray, groups: list[str], strata: np.ndarray) -> None:
