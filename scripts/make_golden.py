@@ -175,6 +175,64 @@ def save_torch_files() -> None:
     np.savez(GOLDEN_DIR / "torchfile_expected.npz", **expected)
 
 
+# ------------------------------------------------------------------------------------------------
+# chest-X-ray sources: a small torchxrayvision DenseNet and a reference-style best.pt (torch from here on)
+# ------------------------------------------------------------------------------------------------
+XRV_SMALL = {"growth_rate": 8, "block_config": (1, 2, 1, 1), "num_init_features": 16, "in_channels": 1}
+XRV_INPUT_SHAPE = (2, 1, 32, 32)  # NCHW grey images in torchxrayvision's [-1024, 1024]
+XRV_POINTS = ("stem", "transition1", "transition2", "transition3", "norm5")
+
+
+def xrv_input(seed: int = SEED) -> np.ndarray:
+    return np.random.default_rng([seed, 1]).uniform(-1024, 1024, XRV_INPUT_SHAPE).astype(np.float32)
+
+
+def save_xrv_small() -> None:
+    """``xrv_small.pt``: a torchxrayvision DenseNet of 18 outputs with small widths, pickled whole in torch's
+    legacy format like the published files; ``xrv_small.npz``: its input and the NHWC maps at each block."""
+    import torch
+    import torchxrayvision as xrv
+
+    model = xrv.models.DenseNet(**XRV_SMALL)
+    fill(model)
+    model.eval()
+    torch.save(model, GOLDEN_DIR / "xrv_small.pt", _use_new_zipfile_serialization=False)
+    features, outputs = model.features, {}
+    hooks = [features.pool0.register_forward_hook(lambda m, i, o: outputs.__setitem__("stem", o))]
+    for index in range(1, 4):
+        name = f"transition{index}"
+        hooks.append(getattr(features, name).register_forward_hook(
+            lambda m, i, o, name=name: outputs.__setitem__(name, o)))
+    x = torch.from_numpy(xrv_input())
+    with torch.no_grad():
+        outputs["norm5"] = torch.relu(features(x))
+        logits = model.classifier(torch.nn.functional.adaptive_avg_pool2d(outputs["norm5"], 1).flatten(1))
+    for hook in hooks:
+        hook.remove()
+    arrays = {"input": xrv_input().transpose(0, 2, 3, 1), "out:logits": logits.numpy(),
+              "config": np.array(json.dumps(XRV_SMALL))}
+    for name in XRV_POINTS:
+        arrays[f"out:{name}"] = outputs[name].numpy().transpose(0, 2, 3, 1)
+        print(f"xrv_small    {name:26s} {str(arrays[f'out:{name}'].shape):20s}")
+    np.savez_compressed(GOLDEN_DIR / "xrv_small.npz", **arrays)
+
+
+def save_reference_checkpoint() -> None:
+    """``reference_best.pt``: what the reference code saves after CheXpert pretraining, small: a whole pickled
+    ``DataParallel(Sequential(backbone, head))`` (zip format) with a torch.device field."""
+    import torch
+    import torchvision
+
+    backbone = torchvision.models.DenseNet(growth_rate=8, block_config=(1, 1, 1, 1), num_init_features=16,
+                                           num_classes=2)
+    fill(backbone)
+    head = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(2, 14))
+    wrapped = torch.nn.DataParallel(torch.nn.Sequential(backbone, head))
+    wrapped.src_device_obj = torch.device("cuda", 0)  # as on the GPU it was trained on
+    wrapped.device_ids = [0]
+    torch.save(wrapped, GOLDEN_DIR / "reference_best.pt")  # its values are golden_array's, by key
+
+
 def main(parts: list[str]) -> None:
     """Write the golden files of ``parts`` (network names, ``torchfile``; all when empty)."""
     import torch
@@ -190,6 +248,9 @@ def main(parts: list[str]) -> None:
             save_network(arch, getattr(torchvision.models, arch)(weights=None), recorder)
     if not parts or "torchfile" in parts:
         save_torch_files()
+    if not parts or "xrv" in parts:  # needs torchxrayvision (pip install torchxrayvision)
+        save_xrv_small()
+        save_reference_checkpoint()
 
 
 if __name__ == "__main__":

@@ -231,3 +231,60 @@ def test_a_failed_write_leaves_nothing_that_looks_converted(state, tmp_path, cac
     with pytest.raises(OSError, match="No space left on device"):
         convert_file(tinynet, path, "mine")
     assert [p for p in cache.rglob("*") if p.is_file()] == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# whole pickled modules (torchxrayvision files, the reference's best.pt): only allow-listed classes
+# ---------------------------------------------------------------------------------------------------
+def module_pickle(cls_module: str, cls_name: str, state: bytes = b"}") -> bytes:
+    """Protocol-2 pickle of ``cls_module.cls_name`` made by NEWOBJ (no call), then BUILD with ``state``."""
+    return (b"\x80\x02c" + cls_module.encode() + b"\n" + cls_name.encode() + b"\n)\x81" + state + b"b.")
+
+
+def reduce_pickle(module: str, name: str, argument: str) -> bytes:
+    """Protocol-2 pickle calling ``module.name(argument)`` (REDUCE)."""
+    return pickle.dumps(argument, protocol=2)[2:-1].join([b"\x80\x02c" + f"{module}\n{name}\n".encode(), b"\x85R."])
+
+
+def hostile_module(case: str, marker: Path) -> bytes:
+    command = f"touch {marker}"
+    return {
+        "os.system": lambda: reduce_pickle("os", "system", command),
+        "builtins.eval": lambda: reduce_pickle("builtins", "eval", f"open({str(marker)!r}, 'w')"),
+        "subprocess.Popen": lambda: reduce_pickle("subprocess", "Popen", command),
+        "an unknown class": lambda: module_pickle("evilpkg.models", "Backbone"),
+        "an allow-listed class called": lambda: reduce_pickle("torch.nn.modules.conv", "Conv2d", command),
+        "a module holding os.system": lambda: module_pickle(
+            "torch.nn.modules.container", "Sequential",
+            b"}X\x08\x00\x00\x00_modules" + reduce_pickle("os", "system", command)[2:-1] + b"s"),
+    }[case]()
+
+
+HOSTILE_MODULES = ["os.system", "builtins.eval", "subprocess.Popen", "an unknown class",
+                   "an allow-listed class called", "a module holding os.system"]
+
+
+@pytest.mark.parametrize("case", HOSTILE_MODULES)
+@pytest.mark.parametrize("layout", ["zip", "legacy"])
+def test_a_pickled_module_that_would_run_code_is_refused(case, layout, tmp_path, cache):
+    marker, path = tmp_path / "ran", tmp_path / "evil.pt"
+    payload = hostile_module(case, marker)
+    if layout == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("evil/data.pkl", payload)
+    else:
+        header = b"".join(pickle.dumps(part, protocol=2) for part in (0x1950A86A20F9469CFC6C, 1001, {}))
+        path.write_bytes(header + payload)
+    refused(path, cache, re.compile(rf"Error: {re.escape(str(path))} holds a pickled .+, not only tensors; ttlx never "
+                                    r"unpickles arbitrary objects, so save the state dict alone .+\n"))
+    assert not marker.exists()
+
+
+def test_a_legacy_module_class_outside_the_allow_list_is_refused(tmp_path, cache):
+    # the legacy format names a module's class in a persistent id ('module', class, file, source)
+    marker, path = tmp_path / "ran", tmp_path / "evil.pt"
+    header = b"".join(pickle.dumps(part, protocol=2) for part in (0x1950A86A20F9469CFC6C, 1001, {}))
+    persistent = b"(X\x06\x00\x00\x00modulecos\nsystem\nX\x01\x00\x00\x00fX\x01\x00\x00\x00st"
+    path.write_bytes(header + b"\x80\x02" + persistent + b"Q)\x81}b.")
+    refused(path, cache, re.compile(r"Error: .+ holds a pickled os\.system, not only tensors; .+\n"))
+    assert not marker.exists()

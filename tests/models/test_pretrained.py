@@ -105,7 +105,7 @@ def test_a_bad_source_names_the_valid_ones(tmp_path):
     with pytest.raises(WeightsError) as err:
         resolve_source(resnet, "imagenet-v3")
     assert str(err.value) == ("Unknown pretrained source 'imagenet-v3' for resnet50; choose imagenet, "
-                              "imagenet-v2, random, a .safetensors/.pth file or a ttlx run dir.")
+                              "imagenet-v2, xrv-res512, random, a .safetensors/.pth file or a ttlx run dir.")
     with pytest.raises(WeightsError, match=r"^The weights file .*/nope\.pth does not exist; check the path\.$"):
         resolve_source(resnet, str(tmp_path / "nope.pth"))
     with pytest.raises(WeightsError, match=r"is a folder but not a ttlx run dir \(it has no config\.json\)"):
@@ -154,7 +154,9 @@ def test_fetch_verifies_the_hub_sha256_and_converts(tinyhub, tmp_path, monkeypat
     fake_hub(monkeypatch, written(tmp_path / "model.safetensors", tiny_state("tinyhub")))
     assert fetch(tinyhub, "imagenet") == converted_path("tinyhub", "imagenet")
     assert weights_rows(tinyhub) == [{"model": "tinyhub", "source": "imagenet", "hub": "someone/tinyhub",
-                                      "top1": None, "cached": True}]
+                                      "origin": "torchvision", "trained_on": "ImageNet-1k",
+                                      "licence": "BSD-3-Clause", "input": "imagenet", "top1": None,
+                                      "cached": True}]
     arch, cfg, model = build("tinyhub", head=None)
     plan = load_pretrained(model, arch, cfg, "imagenet")
     assert plan.dropped == {"classifier": ["fc.bias", "fc.kernel"]} and not plan.fresh
@@ -268,8 +270,8 @@ def test_cli_convert_and_list(tinynet, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"Converted {file} into ") and "--pretrained mine" in result.output
     rows = json.loads(runner.invoke(app, ["weights", "list", "--json"]).output)
-    assert {"model": "tinynet", "source": "mine", "hub": "(converted locally)", "top1": None,
-            "cached": True} in rows
+    assert {"model": "tinynet", "source": "mine", "hub": "(converted locally)", "origin": "tiny.safetensors",
+            "trained_on": "?", "licence": "(yours)", "input": "imagenet", "top1": None, "cached": True} in rows
     missing = runner.invoke(app, ["weights", "convert", "tinynet", str(tmp_path / "none.pth")])
     assert (missing.exit_code, missing.output) == (
         2, f"Error: The weights file {tmp_path / 'none.pth'} does not exist; check the path.\n")

@@ -16,12 +16,26 @@ from ttlx.errors import ConfigError
 
 @dataclass(frozen=True)
 class HubWeights:
-    """Where one pretrained variant lives: a hub copy (safetensors) and torchvision's own URL."""
+    """Where one pretrained variant lives: a hub copy (safetensors) and torchvision's own URL.
+
+    ``torchvision_url`` is the direct download used when the hub is out of reach; it is checked against the
+    hash prefix in its file name (torchvision's), else against ``url_sha256``, and is not used without one.
+    ``revision`` pins the hub commit; ``sha256``, when set, must equal the hub file's SHA-256 as well as the
+    hub's published one. ``input`` names the input convention the weights were trained with
+    (``imagenet``: RGB, ImageNet mean/std; ``xrv``: grey, [-1024, 1024], no mean/std).
+    """
 
     repo_id: str
     filename: str = "model.safetensors"
     torchvision_url: str | None = None
     top1: float | None = None
+    revision: str | None = None
+    sha256: str | None = None
+    url_sha256: str | None = None
+    origin: str = "torchvision"
+    trained_on: str = "ImageNet-1k"
+    licence: str = "BSD-3-Clause"
+    input: str = "imagenet"
 
 
 @dataclass(frozen=True)

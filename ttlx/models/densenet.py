@@ -16,6 +16,7 @@ from ttlx.config import ModelConfig
 from ttlx.models import layers
 from ttlx.models.architecture import Architecture, HubWeights
 from ttlx.models.heads import Network
+from ttlx.models.weights.sources import CHEST_XRAY_SOURCES
 
 BLOCK_LAYERS = (6, 12, 48, 32)  # DenseNet201
 BLOCK_LAYERS_121 = (6, 12, 24, 16)
@@ -230,5 +231,6 @@ DENSENET121 = DenseNetArchitecture(
         "imagenet": HubWeights("timm/densenet121.tv_in1k",
                                torchvision_url="https://download.pytorch.org/models/densenet121-a639ec97.pth",
                                top1=74.434),
+        **CHEST_XRAY_SOURCES["densenet121"],  # torchxrayvision: xrv-chex, xrv-all
     },
 )

@@ -13,6 +13,7 @@ from ttlx.config import ModelConfig
 from ttlx.models import layers
 from ttlx.models.architecture import Architecture, HubWeights, LegacyLayerwiseName
 from ttlx.models.heads import Network
+from ttlx.models.weights.sources import CHEST_XRAY_SOURCES
 
 STAGE_DEPTHS = (3, 4, 6, 3)
 STAGE_PLANES = (64, 128, 256, 512)
@@ -110,6 +111,7 @@ RESNET50 = ResNetArchitecture(
         "imagenet": HubWeights("timm/resnet50.tv_in1k", torchvision_url=_TV + "resnet50-0676ba61.pth", top1=76.130),
         "imagenet-v2": HubWeights("timm/resnet50.tv2_in1k", torchvision_url=_TV + "resnet50-11ad3fa6.pth",
                                   top1=80.858),
+        **CHEST_XRAY_SOURCES["resnet50"],  # torchxrayvision's xrv-res512 (no CheXpert in it)
     },
 )
 ARCHITECTURE = RESNET50

@@ -89,6 +89,22 @@ def from_torchvision(state_dict: Mapping[str, np.ndarray], origin: str = "The st
     return out
 
 
+def replicate_grey_stem(flat: Mapping[str, np.ndarray], shapes: Mapping[str, tuple]) -> tuple[dict, list[str]]:
+    """Give a 1-channel first convolution (chest-X-ray weights) the 3 input channels of ``shapes``.
+
+    Each of the 3 channels gets W/3, so on a grey image (3 equal channels) every output equals the 1-channel
+    convolution's, up to float rounding. Returns the weights and the keys so widened.
+    """
+    out, widened = dict(flat), []
+    for key, value in flat.items():
+        want = shapes.get(key)
+        if value.ndim == 4 and want is not None and len(want) == 4 and value.shape[2] == 1 and want[2] == 3 \
+                and value.shape[:2] + value.shape[3:] == tuple(want[:2]) + tuple(want[3:]):
+            out[key] = np.repeat(value / np.float32(3), 3, axis=2).astype(np.float32)
+            widened.append(key)
+    return out, widened
+
+
 def to_torchvision(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Flat Flax weights as a torchvision-format state dict (the inverse of :func:`from_torchvision`)."""
     out = {}

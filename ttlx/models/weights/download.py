@@ -55,7 +55,7 @@ def verify(path: Path, expected: str, what: str, *, delete: bool = True) -> None
 def hub_url(hub: HubWeights) -> str:
     from huggingface_hub import hf_hub_url
 
-    return hf_hub_url(hub.repo_id, hub.filename)
+    return hf_hub_url(hub.repo_id, hub.filename, revision=hub.revision)
 
 
 def from_hub(hub: HubWeights) -> Path:
@@ -63,24 +63,31 @@ def from_hub(hub: HubWeights) -> Path:
     import huggingface_hub as hf
 
     folder = settings.cache_dir() / "hub"
-    cached = hf.try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=folder)
+    pinned = {"revision": hub.revision} if hub.revision else {}  # a pinned hub commit, else the newest
+    cached = hf.try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=folder, **pinned)
     if isinstance(cached, str):
         blob_name = Path(os.path.realpath(cached)).name  # the hub cache names LFS blobs by their SHA-256
         if SHA256_HEX.fullmatch(blob_name):
             verify(Path(cached), blob_name, f"The cached {hub.repo_id}/{hub.filename}")
+        if hub.sha256:
+            verify(Path(cached), hub.sha256, f"The cached {hub.repo_id}/{hub.filename}")
         return Path(cached)
     if hf.constants.HF_HUB_OFFLINE:
         raise Unreachable("HF_HUB_OFFLINE is set")
     try:
-        info = hf.HfApi().get_paths_info(hub.repo_id, [hub.filename])
+        info = hf.HfApi().get_paths_info(hub.repo_id, [hub.filename], **pinned)
     except Exception as err:  # any transport failure means the hub is out of reach
         raise Unreachable(f"{type(err).__name__}: {err}") from err
     lfs = getattr(info[0], "lfs", None) if info else None
     if lfs is None:
         raise WeightsError(f"The hub publishes no SHA-256 for {hub.repo_id}/{hub.filename}, so ttlx will "
                            f"not use it; download the torchvision file and run `ttlx weights convert`.")
+    if hub.sha256 and lfs.sha256 != hub.sha256:
+        raise WeightsError(f"The hub now publishes another file for {hub.repo_id}/{hub.filename} (SHA-256 "
+                           f"{lfs.sha256[:16]}..., ttlx pins {hub.sha256[:16]}...), so ttlx will not use it; "
+                           f"report it, or convert a file you trust with `ttlx weights convert`.")
     try:
-        path = Path(hf.hf_hub_download(hub.repo_id, hub.filename, cache_dir=folder))
+        path = Path(hf.hf_hub_download(hub.repo_id, hub.filename, cache_dir=folder, **pinned))
     except Exception as err:
         raise Unreachable(f"{type(err).__name__}: {err}") from err
     verify(path, lfs.sha256, f"The download of {hub.repo_id}/{hub.filename}")
@@ -92,11 +99,14 @@ def torchvision_hash_prefix(filename: str) -> str | None:
     return match.group(1) if match else None
 
 
-def from_torchvision(url: str) -> Path:
-    """torchvision's own file, from the cache or downloaded, verified against the hash in its name."""
+def from_torchvision(url: str, sha256: str | None = None) -> Path:
+    """The direct file (torchvision's own, or a project's release), from the cache or downloaded, verified
+    against the hash in its name or ``sha256``; a URL with neither is not downloaded."""
     name = url.rsplit("/", 1)[-1]
     target = settings.cache_dir() / "downloads" / name
-    prefix = torchvision_hash_prefix(name)
+    prefix = torchvision_hash_prefix(name) or sha256
+    if prefix is None:
+        raise Unreachable(f"no SHA-256 is known for {url}")
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(name + ".part")
@@ -120,7 +130,7 @@ def download(arch_name: str, source: str, hub: HubWeights) -> Path:
         pass
     if hub.torchvision_url:
         try:
-            return from_torchvision(hub.torchvision_url)
+            return from_torchvision(hub.torchvision_url, hub.url_sha256)
         except Unreachable:
             pass
     raise WeightsError(offline_message(arch_name, source, hub))

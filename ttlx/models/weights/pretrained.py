@@ -22,14 +22,12 @@ from ttlx.errors import WeightsError
 from ttlx.models.architecture import Architecture
 from ttlx.models.weights import convert
 from ttlx.models.weights.download import download, torchvision_hash_prefix, verify
+from ttlx.models.weights.safetensors_file import read_safetensors
 
 FLAX_FORMAT = "ttlx-flax-nnx-1"  # metadata tag of files already in the Flax layout
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+CHEXPERT = "chexpert"  # the paper's CheXpert source (never released): see ttlx.models.weights.sources
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a cache file name: no path, no shell syntax
-# safetensors' dtype codes as numpy names (for the messages); others (F8_*, F4...) are shown lower-cased
-SAFETENSORS_DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16",
-                      "U32": "uint32", "I32": "int32", "U64": "uint64", "I64": "int64", "F16": "float16",
-                      "BF16": "bfloat16", "F32": "float32", "F64": "float64", "C64": "complex64"}
 _REFERENCE_SHAPES: dict[tuple[str, str], dict[str, tuple]] = {}
 
 
@@ -72,6 +70,10 @@ def resolve_source(arch: Architecture, source: Any) -> Source:
     if isinstance(source, Mapping):
         return Source("mapping", source, "the given state dict")
     name = str(source)
+    if name == CHEXPERT:  # the paper's source name: imported weights, else a public substitute, else refused
+        from ttlx.models.weights.sources import chexpert_source
+
+        name = chexpert_source(arch)[0]
     if name in source_names(arch):
         return Source("named", name, f"the {name} weights of {arch.name}")
     path = Path(name).expanduser()
@@ -89,25 +91,6 @@ def resolve_source(arch: Architecture, source: Any) -> Source:
                        f".safetensors/.pth file or a ttlx run dir.")
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file; each dtype is checked from the header before any data
-    is read, and ``num_batches_tracked`` counters are skipped."""
-    import ml_dtypes  # noqa: F401  (numpy learns bfloat16, so BF16 tensors load)
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), "np") as handle:
-            metadata = dict(handle.metadata() or {})
-            keys = [k for k in handle.keys() if not k.endswith(convert.TORCH_ONLY_SUFFIXES)]
-            for key in keys:
-                code = handle.get_slice(key).get_dtype()
-                convert.check_dtype(key, SAFETENSORS_DTYPES.get(code, code.lower()), str(path))
-            tensors = {key: handle.get_tensor(key) for key in keys}
-    except SafetensorError as err:
-        raise WeightsError(f"{path} is truncated or corrupt ({err}); download it again.") from None
-    return tensors, metadata
-
-
 def read_file(path: Path) -> SourceWeights:
     """Flat float32 Flax weights from a torchvision-format or already converted file.
 
@@ -123,9 +106,11 @@ def read_file(path: Path) -> SourceWeights:
     if path.suffix == ".safetensors":
         tensors, metadata = read_safetensors(path)
     else:
-        from ttlx.models.weights.torchfile import load_torch_file
+        from ttlx.models.weights.torchmodule import backbone_keys, read_module_file
 
-        tensors, metadata = load_torch_file(path), {}
+        state, classes = read_module_file(path)  # a state dict, or a whole pickled module's tensors
+        tensors, head = backbone_keys(state)
+        metadata = {"classes": " > ".join(classes), "dropped_head": str(len(head))} if classes else {}
     if metadata.get("format") == FLAX_FORMAT:
         flat = {key: convert.as_weight(key, value, str(path)) for key, value in tensors.items()}
     else:
@@ -220,14 +205,13 @@ def load_pretrained(model, arch: Architecture, cfg: ModelConfig, source: Any) ->
     same_slim = run is not None and (run.slim_from, run.slim_factor) == (cfg.slim_from, cfg.slim_factor)
     reference = reference_shapes(arch, model, cfg)
     slimmed = frozenset() if cfg.slim_from is None or same_slim else convert.slimmed_keys(model, reference)
-    return convert.merge(model, weights.flat, reference, classifier_key=arch.classifier_key, origin=origin,
+    flat, _ = convert.replicate_grey_stem(weights.flat, convert.variable_shapes(model))  # 1-channel stems
+    return convert.merge(model, flat, reference, classifier_key=arch.classifier_key, origin=origin,
                          target=describe(cfg), slimmed=slimmed)
 
 
 def convert_file(arch: Architecture, path: Path, name: str | None = None) -> Path:
     """Check a torchvision-format file against the whole architecture and cache it in the Flax layout."""
-    from safetensors.numpy import save_file
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"The weights file {path} does not exist; check the path.")
@@ -236,20 +220,34 @@ def convert_file(arch: Architecture, path: Path, name: str | None = None) -> Pat
         raise WeightsError("'random' names no weights; give another --source name.")
     if not SOURCE_NAME.fullmatch(name):
         raise WeightsError(f"--source takes a plain name (letters, digits, '.', '_' and '-', no path), got {name!r}.")
-    if path.name in torchvision_files(arch) and torchvision_hash_prefix(path.name):
-        verify(path, torchvision_hash_prefix(path.name), f"The torchvision file {path}", delete=False)
+    known = arch.weights.get(known_source_of(arch, path.name) or "")
+    expected = known and (torchvision_hash_prefix(path.name) or known.url_sha256)
+    if expected:
+        verify(path, expected, f"The torchvision file {path}", delete=False)
     weights = read_file(path)
     reference = reference_shapes(arch)
+    weights.flat, widened = convert.replicate_grey_stem(weights.flat, reference)
     plan = convert.plan_merge(reference, weights.flat, reference, classifier_key=arch.classifier_key)
     if plan.problems:
         full = describe(ModelConfig(arch=arch.name))
         raise WeightsError(convert.mismatch_message(plan, str(path), full, len(weights.flat)))
-    target = converted_path(arch.name, name)
+    hub = arch.weights.get(name)
+    metadata = {"origin": path.name, "input": hub.input if hub else "imagenet"}
+    if widened:
+        metadata["stem"] = "1 channel replicated to 3 (W/3 each)"
+    return save_converted(arch.name, name, weights.flat, metadata)
+
+
+def save_converted(arch_name: str, name: str, flat: dict[str, np.ndarray], metadata: dict[str, str]) -> Path:
+    """Write flat Flax weights as the cached source ``name`` of ``arch_name`` (atomically)."""
+    from safetensors.numpy import save_file
+
+    target = converted_path(arch_name, name)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     try:
-        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in weights.flat.items()}, str(partial),
-                  metadata={"format": FLAX_FORMAT, "arch": arch.name, "source": name, "origin": path.name})
+        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in flat.items()}, str(partial),
+                  metadata={**metadata, "format": FLAX_FORMAT, "arch": arch_name, "source": name})
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)  # a failed write leaves nothing that looks converted
@@ -281,10 +279,8 @@ def fetch(arch: Architecture, source: str = "imagenet", *, force: bool = False) 
 
 
 def weights_rows(arch: Architecture) -> list[dict[str, Any]]:
-    """One row per named source of ``arch``: where it comes from and whether it is cached."""
-    rows = []
-    for name in source_names(arch):
-        hub = arch.weights.get(name)
-        rows.append({"model": arch.name, "source": name, "hub": hub.repo_id if hub else "(converted locally)",
-                     "top1": hub.top1 if hub else None, "cached": converted_path(arch.name, name).exists()})
-    return rows
+    """One row per named source of ``arch``: where it comes from, what it was trained on, its licence and
+    input convention, and whether it is cached (see ``sources.source_rows``)."""
+    from ttlx.models.weights.sources import source_rows
+
+    return source_rows(arch)

@@ -136,7 +136,7 @@ def _materialise(obj: Any) -> Any:
     return obj
 
 
-def _load_zip(file: BinaryIO) -> Any:
+def _load_zip(file: BinaryIO, unpickler_class: type[_TensorUnpickler] | None = None) -> Any:
     with zipfile.ZipFile(file) as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
@@ -151,7 +151,7 @@ def _load_zip(file: BinaryIO) -> Any:
             data = np.frombuffer(raw, dtype.newbyteorder("<" if order == "little" else ">"))
             return _Storage(dtype, numel, data.astype(dtype, copy=False))
 
-        unpickler = _TensorUnpickler(io.BytesIO(archive.read(pickles[0])), load_storage)
+        unpickler = (unpickler_class or _TensorUnpickler)(io.BytesIO(archive.read(pickles[0])), load_storage)
         return _materialise(unpickler.load())
 
 
@@ -159,7 +159,7 @@ def _no_storage(key, dtype, numel):
     raise pickle.UnpicklingError("a storage where only plain values belong")
 
 
-def _load_sequential(file: BinaryIO) -> Any:
+def _load_sequential(file: BinaryIO, unpickler_class: type[_TensorUnpickler] | None = None) -> Any:
     def plain() -> Any:  # the header pickles hold plain values; read them through the same guard
         return _TensorUnpickler(file, _no_storage).load()
 
@@ -167,7 +167,7 @@ def _load_sequential(file: BinaryIO) -> Any:
         raise pickle.UnpicklingError("not a torch file")
     plain()  # protocol version
     plain()  # sys info (byte order and type sizes)
-    unpickler = _TensorUnpickler(file, lambda key, dtype, numel: _Storage(dtype, numel))
+    unpickler = (unpickler_class or _TensorUnpickler)(file, lambda key, dtype, numel: _Storage(dtype, numel))
     result = unpickler.load()
     for key in plain():
         storage = unpickler.storages[str(key)]
