@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tiny_model, fake_data
 
 from fake_data import FakeData  # noqa: E402
-from tiny_model import TINYNET, tiny_train_config  # noqa: E402
+from tiny_model import TINYNET, TINYNET3D, tiny_train_config  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,6 +46,16 @@ def tinynet():
     registry.models.register("tinynet", TINYNET, package="tests")
     yield TINYNET
     registry.models.unregister("tinynet")
+
+
+@pytest.fixture(scope="module")
+def tinynet3d():
+    """Register the tiny 3D architecture as ``tinynet3d`` while a test module runs."""
+    from ttlx import registry
+
+    registry.models.register("tinynet3d", TINYNET3D, package="tests")
+    yield TINYNET3D
+    registry.models.unregister("tinynet3d")
 
 
 @pytest.fixture

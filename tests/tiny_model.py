@@ -1,4 +1,5 @@
-"""A tiny test-only architecture: a ResNet-shaped network that trains in seconds on 16-32 px images.
+"""Tiny test-only architectures: ResNet-shaped networks that train in seconds on 16-32 px images (tinynet)
+and on windows of a few 16-32 px slices (tinynet3d, NDHWC, ``spatial_dims`` 3).
 
 Stem (conv 3x3/2 + BatchNorm + ReLU), then three stages of 1, 2 and 1 conv units with 8, 16 and 16
 channels. Block points -1, 1, 2 (stages kept); layer-wise points 0..4 (units kept after the stem).
@@ -13,6 +14,7 @@ from ttlx.config import ModelConfig
 from ttlx.models import layers
 from ttlx.models.architecture import Architecture
 from ttlx.models.heads import Network
+from ttlx.models.layers3d import Network3D, conv3d
 
 STAGE_DEPTHS = (1, 2, 1)
 STAGE_WIDTHS = (8, 16, 16)
@@ -90,3 +92,57 @@ def tiny_train_config(workdir, **overrides):
                    batch_size=8, lr=1e-2, max_epoch=3, workdir=str(workdir))
     options.update(overrides)
     return TrainConfig(**options)
+
+
+class TinyNet3D(Network3D):
+    """tinynet over NDHWC windows: a 3x3x3 stride-2 stem (1 -> 4 channels), then stages of 1, 2 and 1 units
+    with 8, 8 and 8 channels (the first unit of stages 2 and 3 strided 2)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.set_input(cfg)
+        self.conv1 = conv3d(1, 4, 3, stride=2, pad=1, rngs=rngs, dtype=cfg.dtype)
+        self.bn1 = layers.BatchNorm(4, rngs=rngs, dtype=cfg.dtype)
+        names, cin = [], 4
+        for index, count in enumerate(units_kept(cfg)):
+            units = []
+            for i in range(count):
+                units.append(Unit3D(cin, 8, 2 if i == 0 and index > 0 else 1, dtype=cfg.dtype, rngs=rngs))
+                cin = 8
+            setattr(self, f"layer{index + 1}", nnx.List(units))
+            names.append(f"layer{index + 1}")
+        self.stage_names = tuple(names)
+        self.add_head(cfg, "fc", rngs)
+
+    def stem(self, x: jax.Array) -> jax.Array:
+        return layers.relu(self.bn1(self.conv1(x)))
+
+    def units(self):
+        yield "stem", self.stem
+        for stage in self.stage_names:
+            for i, unit in enumerate(getattr(self, stage)):
+                yield f"{stage}.{i}", unit
+
+
+class Unit3D(nnx.Module):
+    def __init__(self, cin: int, cout: int, stride: int, *, dtype, rngs: nnx.Rngs):
+        self.conv = conv3d(cin, cout, 3, stride=stride, pad=1, rngs=rngs, dtype=dtype)
+        self.bn = layers.BatchNorm(cout, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return layers.relu(self.bn(self.conv(x)))
+
+
+class TinyArchitecture3D(Architecture):
+    def build(self, cfg: ModelConfig, rngs: nnx.Rngs) -> TinyNet3D:
+        return TinyNet3D(cfg, rngs=rngs)
+
+
+TINYNET3D = TinyArchitecture3D(
+    name="tinynet3d",
+    block_points=(-1, 1, 2),
+    num_units=sum(STAGE_DEPTHS),
+    unit_name="unit",
+    classifier_key="fc",
+    stage_units=STAGE_DEPTHS,
+    spatial_dims=3,
+)

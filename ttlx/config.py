@@ -259,6 +259,7 @@ class EvalConfig:
     seed: int = 0
     data_dir: str | None = None  # default: the data dir the run was trained on
     batch_size: int | None = None  # default: the run's batch size
+    aggregate: str = "max"  # volumes: a study's probability from its windows' (max or mean)
 
     def __post_init__(self) -> None:
         _plain_values(self)
@@ -276,3 +277,4 @@ class EvalConfig:
         check_text(self.data_dir, "--data-dir", optional=True)
         if self.batch_size is not None:
             check_int(self.batch_size, "--bs", 1)
+        check_choice(self.aggregate, "--aggregate", ("max", "mean"))

@@ -27,6 +27,9 @@ def train(
         "flatten"),
     pooling: Annotated[bool, typer.Option("--pooling", help="Same as --head pool.")] = False,
     image_size: options.ImageSize = 224,
+    window: Annotated[
+        int | None, typer.Option(help="3D networks: slices per window (default 24); the in-plane size is --image-size.")
+    ] = None,
     exp: Annotated[int, typer.Option(help="Which random split (repeat) to train on.")] = 1,
     sub: Annotated[int, typer.Option(help="Percent of the training and validation split to use.")] = 100,
     bs: Annotated[int, typer.Option("--bs", "--batch-size", help="Global batch size over all devices.")] = 64,
@@ -78,7 +81,8 @@ def train(
     cfg = TrainConfig(
         dataset=dataset, model=model, trunc=trunc, layerwise=layerwise, pretrained=pretrained,
         head="pool" if pooling else head, image_size=image_size, slim_from=slim_from, slim_factor=slim_factor,
-        dtype=dtype, exp=exp, sub=sub, batch_size=bs, lr=lr, weight_decay=weight_decay, max_epoch=max_epoch,
+        dtype=dtype, window=window, exp=exp, sub=sub, batch_size=bs, lr=lr, weight_decay=weight_decay,
+        max_epoch=max_epoch,
         plateau_factor=factor, plateau_patience=patience, min_lr=min_lr, class_weighted=class_weights,
         freeze_until=freeze_until, ptl_decay=ptl_decay, seed=seed, num_workers=num_workers,
         data_dir=str(data_dir) if data_dir else None, workdir=str(workdir) if workdir else None,
@@ -109,12 +113,15 @@ def eval_run(
     bootstrap: Annotated[int, typer.Option(help="Resamples for the 95% intervals; 0: none.")] = 1000,
     data_dir: options.RunDataDir = None,
     json_out: options.JsonOutput = False,
+    aggregate: Annotated[
+        str, typer.Option(help="Volumes: a study's probability, the max (PENet) or mean over its windows.")
+    ] = "max",
 ):
     """Evaluate a run dir: accuracy, AUROC, AUPRC with bootstrap intervals, confusion matrix and cost."""
     from ttlx.config import EvalConfig
 
     cfg = EvalConfig(run_dir=str(run_dir), split=split, checkpoint=checkpoint, bootstrap=bootstrap,
-                     data_dir=str(data_dir) if data_dir else None)  # checks the options first
+                     data_dir=str(data_dir) if data_dir else None, aggregate=aggregate)  # checks the options first
     compiling_command()
     _evaluate(cfg, json_out)
 

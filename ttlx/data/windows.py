@@ -154,3 +154,15 @@ def split_windows(prepared, records: np.ndarray, window: int | None) -> tuple[np
     """(study id, first slice) of every evaluation window of a split, in the evaluation loader's order."""
     table = WindowTable.of(VolumeStore(prepared.records_dir), records, window or DEFAULT_WINDOW)
     return prepared.index["ids"][table.records].astype(str), table.starts
+
+
+def split_study_windows(dataset: str, data_dir, *, exp: int, split: str, sub: int = 100, window: int | None = None):
+    """(study id per evaluation window, first slice per window, {study id: study label}) of one split."""
+    from ttlx.data.pipeline import _prepared
+    from ttlx.data.split_files import split_positions
+
+    prepared = _prepared(dataset, data_dir)
+    records = split_positions(prepared, exp=exp, split=split, sub=sub)
+    ids, starts = split_windows(prepared, records, window)
+    labels = prepared.index["labels"]
+    return ids, starts, {str(prepared.index["ids"][r]): labels[r] for r in records}

@@ -8,6 +8,7 @@ per-image ``predictions_<split>.csv`` (:mod:`ttlx.runs.predictions`).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,13 @@ def evaluate_run(cfg: EvalConfig, *, data=None, console: Console | None = None, 
     model, epoch = run.network_and_epoch(cfg.checkpoint)
     predictions = predict_split(model, run, info, cfg, data)
     probs = probabilities(predictions.logits, info.multilabel)
+    studies = None
+    if getattr(info, "volumetric", False):  # windows of volumes: metrics per study (ttlx.evaluation.study)
+        from ttlx.evaluation.study import per_study
+
+        studies = per_study(run, info, cfg, predictions, probs)
+        predictions = replace(predictions, labels=studies.labels, ids=studies.ids)
+        probs = studies.probs
     result = {
         "run_dir": str(Path(cfg.run_dir)), "split": cfg.split, "checkpoint": cfg.checkpoint, "epoch": epoch,
         "dataset": info.name, "classes": list(info.classes), "loss": predictions.loss,
@@ -46,6 +54,8 @@ def evaluate_run(cfg: EvalConfig, *, data=None, console: Console | None = None, 
         "cost": cost_columns(model, run.model),
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if studies is not None:
+        result.update(level="study", aggregate=studies.aggregate, windows=studies.windows)
     if not info.multilabel:
         result["confusion_matrix"] = confusion_matrix(predictions.labels, probs).tolist()
     if jax.process_index() == 0:
@@ -110,10 +120,16 @@ def draw_confusion(matrix: np.ndarray, classes, path: Path, title: str) -> None:
     confusion_matrix_figure(matrix, list(classes), path, title)
 
 
+def _examples(result: dict) -> str:
+    if result.get("level") != "study":
+        return "images"
+    return f"studies, {result['windows']} windows, {result['aggregate']} per study"
+
+
 def print_result(result: dict, console: Console) -> None:
     """A rich table of the summary metrics with their intervals, then per-class values and the cost."""
     table = Table(title=f"{result['dataset']} {result['split']} ({result['checkpoint']} checkpoint, epoch "
-                        f"{result['epoch']}, {result['num_examples']} images)")
+                        f"{result['epoch']}, {result['num_examples']} {_examples(result)})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI", justify="right")

@@ -75,6 +75,8 @@ class TrainedRun:
 
         check_split(split)
         data = data or data_layer.data_source()
+        if self.dataset.get("volumetric"):  # windows of the run's length
+            options = {"window": self.model.window, **options}
         return data.make_loader(self.train.dataset, self.data_dir(data_dir), exp=self.train.exp, split=split,
                                 sub=self.train.sub, batch_size=batch_size, image_size=self.model.image_size,
                                 train=False, num_workers=self.train.num_workers, **options)
