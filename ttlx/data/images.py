@@ -21,7 +21,9 @@ class BadImage(Exception):
 def open_source(source, *, shorter_at_least: int = 0, pad_square: bool = False) -> Image.Image:
     """A loaded PIL image from a path, encoded bytes, a uint8 array or a function returning an array.
 
-    The format comes from the content, not the file name (a PNG named ``.jpg`` loads). Anything that
+    The format comes from the content, not the file name (a PNG named ``.jpg`` loads); DICOM files (a ``.dcm``
+    name or the DICM magic) go through :func:`ttlx.data.dicom.read_image` (rescale, VOI LUT or window,
+    MONOCHROME1 inverted, compressed syntaxes through pydicom's decoders). Anything that
     cannot be decoded raises BadImage with a short reason, including images over PIL's pixel limit
     (``PIL.Image.MAX_IMAGE_PIXELS``, a guard against decompression bombs): those are refused from
     their header and never decoded. ``shorter_at_least`` lets a JPEG decode at a reduced scale (draft
@@ -32,6 +34,8 @@ def open_source(source, *, shorter_at_least: int = 0, pad_square: bool = False) 
         source = source()
     if isinstance(source, np.ndarray):
         return Image.fromarray(_as_uint8(source))
+    if isinstance(source, (Path, bytes)) and _is_dicom(source):
+        return _dicom_image(source)
     image = None
     try:
         image = Image.open(source if isinstance(source, Path) else io.BytesIO(source))
@@ -161,6 +165,25 @@ def _too_large(pixels: int | None) -> str:
 def _pixels_in(err: Exception) -> int | None:
     found = re.search(r"\((\d+) pixels\)", str(err))
     return int(found[1]) if found else None
+
+
+def _is_dicom(source: Path | bytes) -> bool:
+    from ttlx.data import dicom
+
+    return dicom.is_dicom(source)
+
+
+def _dicom_image(source: Path | bytes) -> Image.Image:
+    from ttlx.data import dicom
+
+    try:
+        array = dicom.read_image(source)
+    except dicom.DicomError as err:
+        if isinstance(source, Path) and source.is_file() and source.stat().st_size == 0:
+            raise BadImage("empty file") from None
+        raise BadImage(str(err)) from None
+    _refuse_too_large(array.shape[0] * array.shape[1])
+    return Image.fromarray(array)
 
 
 def _close(image: Image.Image | None) -> None:
