@@ -142,6 +142,7 @@ class ModelConfig(DictRecord):
     slim_factor: int = 2
     dtype: str = "float32"  # computation dtype; parameters and BatchNorm statistics stay float32
     window: int | None = None  # slices per window of a 3D network (None for 2D); image_size stays in-plane
+    stochastic_depth: bool = True  # PENet's training-time stochastic depth (networks without it ignore it)
 
     def __post_init__(self) -> None:
         _plain_values(self)
@@ -169,6 +170,7 @@ def _check_network_shape(cfg) -> None:
     check_choice(cfg.dtype, "--dtype", DTYPES)
     if cfg.window is not None:
         check_int(cfg.window, "--window", 1, what="a number of slices per window")
+    check_bool(cfg.stochastic_depth, "--stochastic-depth")
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class TrainConfig(DictRecord):
     slim_factor: int = 2
     dtype: str = "float32"
     window: int | None = None  # slices per window on volumes (None: 2D, or the 3D default of 24)
+    stochastic_depth: bool = True  # PENet's stochastic depth in training (--no-stochastic-depth turns it off)
     exp: int = 1
     sub: int = 100
     batch_size: int = 64

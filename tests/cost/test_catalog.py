@@ -25,6 +25,16 @@ BLOCK_ROWS = {
     ("densenet121", 1): ("transition1", "128x28x28", 377_856),
     ("densenet121", 2): ("transition2", "256x14x14", 1_429_632),
     ("densenet121", 3): ("transition3", "512x7x7", 4_793_728),
+    # 3D networks on windows of 24 slices (CxDxHxW); + a 1-output pooled head: 28,398,705 and
+    # 325,105 / 1,803,121 / 10,503,921 (issue 24), r3d_18 + its 400-class head: 33,371,472
+    ("penet", -1): ("encoders.3.penet_blocks.2", "2048x2x7x7", 28_396_656),
+    ("penet", 1): ("encoders.0.penet_blocks.2", "256x12x56x56", 324_848),
+    ("penet", 2): ("encoders.1.penet_blocks.3", "512x6x28x28", 1_802_608),
+    ("penet", 3): ("encoders.2.penet_blocks.5", "1024x3x14x14", 10_502_896),
+    ("r3d_18", -1): ("layer4.1", "512x3x14x14", 33_166_272),
+    ("r3d_18", 1): ("layer1.1", "64x24x112x112", 471_232),
+    ("r3d_18", 2): ("layer2.1", "128x12x56x56", 2_028_992),
+    ("r3d_18", 3): ("layer3.1", "256x6x28x28", 8_257_472),
 }
 RESNET50_AFTER_BOTTLENECK = [
     9_536, 84_544, 154_944, 225_344, 604_736, 884_800, 1_164_864, 1_444_928, 2_957_376, 4_074_560,
@@ -78,7 +88,22 @@ def test_densenet121_layerwise_rows_end_at_its_58_dense_layers(layerwise_table):
 
 
 def test_only_architectures_are_listed_not_legacy_names(layerwise_table):
-    assert {r["architecture"] for r in layerwise_table} == {"resnet50", "densenet201", "densenet121"}
+    assert {r["architecture"] for r in layerwise_table} == {"resnet50", "densenet201", "densenet121", "penet",
+                                                            "r3d_18"}
+
+
+@pytest.mark.parametrize(("arch", "units"), [("penet", 16), ("r3d_18", 8)])
+def test_3d_layerwise_rows_meet_the_block_rows(layerwise_table, arch, units):
+    rows, blocks = rows_of(layerwise_table, arch, True), rows_of(layerwise_table, arch, False)
+    assert len(rows) == units + 1 and rows[units]["params"] == blocks[-1]["params"]
+    ends = {"penet": (3, 7, 13), "r3d_18": (2, 4, 6)}[arch]
+    assert [rows[n]["params"] for n in ends] == [blocks[t]["params"] for t in (1, 2, 3)]
+    assert [rows[n]["output_chw"] for n in ends] == [blocks[t]["output_chw"] for t in (1, 2, 3)]
+
+
+def test_3d_rows_follow_the_window():
+    rows = catalog.architecture_rows(resolve_config("penet")[0], image_size=192, window=32)
+    assert rows[0]["output_chw"] == "2048x2x6x6" and rows[1]["output_chw"] == "256x16x48x48"
 
 
 def test_rows_without_a_layer_class_fall_back_to_building_every_point(tinynet, monkeypatch):
@@ -108,6 +133,7 @@ def test_models_command_prints_json_rows_and_a_table(layerwise_table, monkeypatc
     assert json.loads(result.stdout) == block_rows
     assert {"architecture": "resnet50", "trunc": 2, "layerwise": False, "last_unit": "layer2.3",
             "output_chw": "512x28x28", "params": 1_444_928} in block_rows
-    table = CliRunner().invoke(app, ["models", "--image-size", "128", "--layerwise"])
+    table = CliRunner().invoke(app, ["models", "--image-size", "128", "--layerwise", "--window", "16"])
     assert "8,543,296" in table.stdout and "1024x14x14" in table.stdout
-    assert asked == [{"image_size": 224, "layerwise": False}, {"image_size": 128, "layerwise": True}]
+    assert asked == [{"image_size": 224, "layerwise": False, "window": None},
+                     {"image_size": 128, "layerwise": True, "window": 16}]

@@ -29,6 +29,7 @@ def analyze_cost(
     slim_from: Annotated[int | None, typer.Option("--slim-from", "--slim_from",
                                                   help="TF: stages from this one at reduced width.")] = None,
     slim_factor: Annotated[int, typer.Option("--slim-factor", "--slim_factor", help="TF width divisor.")] = 2,
+    window: Annotated[int | None, typer.Option(help="Slices per window of a 3D network (default 24).")] = None,
     repeats: Annotated[int, typer.Option(help="Timed forward passes for the latency median (0: skip).")]
     = 20,
     json_out: options.JsonOutput = False,
@@ -43,7 +44,7 @@ def analyze_cost(
     if repeats < 0:
         raise ConfigError(f"--repeats must be 0 (no timing) or more, got {repeats}.")
     _, cfg = resolve_config(model, trunc, layerwise=layerwise, head=head, num_classes=classes,
-                            image_size=image_size, slim_from=slim_from, slim_factor=slim_factor)
+                            image_size=image_size, slim_from=slim_from, slim_factor=slim_factor, window=window)
     cost = model_cost(cfg, repeats=repeats)
     if json_out:
         print_json(cost)

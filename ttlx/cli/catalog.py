@@ -15,13 +15,15 @@ from ttlx.cli.base import app, print_json, user_errors
 def models(
     image_size: Annotated[int, typer.Option(help="Input size used for output shapes.")] = 224,
     layerwise: Annotated[bool, typer.Option(help="List every layer-wise point too.")] = False,
+    window: Annotated[int | None, typer.Option(help="Slices per window of the 3D networks (default 24).")]
+    = None,
     json_out: options.JsonOutput = False,
 ):
     """List registered architectures, their truncation points, output shapes and parameter counts."""
     from ttlx.cost.catalog import model_table
     from ttlx.report.tables import print_rows
 
-    rows = model_table(image_size=image_size, layerwise=layerwise)
+    rows = model_table(image_size=image_size, layerwise=layerwise, window=window)
     if json_out:
         print_json(rows)
     else:

@@ -21,7 +21,7 @@ from flax import nnx
 
 from ttlx.config import ModelConfig
 from ttlx.cost.model_cost import count_params
-from ttlx.models.abstract import abstract_model
+from ttlx.models.abstract import abstract_model, input_shape
 from ttlx.models.architecture import Architecture
 
 
@@ -66,7 +66,7 @@ def unit_profile(model: nnx.Module, image_size: int) -> UnitProfile:
         net.eval()
         return net.intermediates(x)
 
-    x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    x = jax.ShapeDtypeStruct(input_shape(model, image_size), jnp.float32)
     closed, outputs = jax.make_jaxpr(intermediates, return_shape=True)(leaves, rest, x)
     names = [path[0].key for path, _ in jax.tree_util.tree_flatten_with_path(outputs)[0]]
     sizes = [math.prod(leaf.shape) for leaf in leaves]
@@ -90,9 +90,9 @@ def layer_units(model: nnx.Module, num_units: int) -> list[str] | None:
 
 
 def chw(shape: tuple[int, ...]) -> str:
-    """'256x56x56' for an NHWC shape (channels first, as the paper and torchvision write it)."""
-    *_, height, width, channels = shape
-    return f"{channels}x{height}x{width}"
+    """'256x56x56' for an NHWC shape, '2048x2x6x6' (CxDxHxW) for an NDHWC one: channels first, as the paper
+    and torch write it."""
+    return "x".join(str(d) for d in (shape[-1], *shape[1:-1]))
 
 
 def _row(arch: Architecture, cfg: ModelConfig, last_unit: str, shape, params: int) -> dict[str, Any]:
@@ -100,8 +100,10 @@ def _row(arch: Architecture, cfg: ModelConfig, last_unit: str, shape, params: in
             "output_chw": chw(shape), "params": params}
 
 
-def _config(arch: Architecture, trunc: int, layerwise: bool, image_size: int) -> ModelConfig:
-    return ModelConfig(arch=arch.name, trunc=trunc, layerwise=layerwise, head=None, image_size=image_size)
+def _config(arch: Architecture, trunc: int, layerwise: bool, image_size: int,
+            window: int | None = None) -> ModelConfig:
+    return ModelConfig(arch=arch.name, trunc=trunc, layerwise=layerwise, head=None, image_size=image_size,
+                       window=window if arch.spatial_dims == 3 else None)
 
 
 def built_row(arch: Architecture, cfg: ModelConfig, profile: UnitProfile) -> dict[str, Any]:
@@ -112,9 +114,9 @@ def built_row(arch: Architecture, cfg: ModelConfig, profile: UnitProfile) -> dic
 
 
 def layerwise_rows(arch: Architecture, deepest: nnx.Module, profile: UnitProfile,
-                   image_size: int) -> list[dict[str, Any]]:
+                   image_size: int, window: int | None = None) -> list[dict[str, Any]]:
     """Rows of every layer-wise point 0..num_units, read off the deepest network's profile."""
-    configs = [_config(arch, n, True, image_size) for n in arch.layer_points()]
+    configs = [_config(arch, n, True, image_size, window) for n in arch.layer_points()]
     counted = layer_units(deepest, arch.num_units)
     if counted is None:
         return [built_row(arch, cfg, profile) for cfg in configs]
@@ -124,24 +126,28 @@ def layerwise_rows(arch: Architecture, deepest: nnx.Module, profile: UnitProfile
             for cfg, unit in zip(configs, last_units, strict=True)]
 
 
-def architecture_rows(arch: Architecture, image_size: int = 224,
-                      layerwise: bool = False) -> list[dict[str, Any]]:
-    """Rows for the block-wise points of ``arch`` and, with ``layerwise``, for every layer-wise point."""
+def architecture_rows(arch: Architecture, image_size: int = 224, layerwise: bool = False,
+                      window: int | None = None) -> list[dict[str, Any]]:
+    """Rows for the block-wise points of ``arch`` and, with ``layerwise``, for every layer-wise point.
+
+    A 3D architecture takes windows of ``window`` slices (None: its default of 24) of ``image_size`` pixels.
+    """
     has_layers = arch.num_units > 0
-    deepest_cfg = _config(arch, arch.num_units if has_layers else -1, has_layers, image_size)
+    deepest_cfg = _config(arch, arch.num_units if has_layers else -1, has_layers, image_size, window)
     deepest = abstract_model(arch, deepest_cfg)
     profile = unit_profile(deepest, image_size)
-    rows = [built_row(arch, _config(arch, t, False, image_size), profile) for t in arch.block_points]
+    rows = [built_row(arch, _config(arch, t, False, image_size, window), profile) for t in arch.block_points]
     if layerwise and has_layers:
-        rows.extend(layerwise_rows(arch, deepest, profile, image_size))
+        rows.extend(layerwise_rows(arch, deepest, profile, image_size, window))
     return rows
 
 
-def model_table(image_size: int = 224, layerwise: bool = False) -> list[dict[str, Any]]:
-    """Rows of ``ttlx models``: every registered architecture at every truncation point."""
+def model_table(image_size: int = 224, layerwise: bool = False, window: int | None = None) -> list[dict[str, Any]]:
+    """Rows of ``ttlx models``: every registered architecture at every truncation point (3D ones on windows
+    of ``window`` slices, default 24)."""
     from ttlx.errors import ConfigError
 
     if image_size < 32:
         raise ConfigError(f"--image-size {image_size} is too small; use at least 32 pixels.")
     return [row for arch in registered_architectures()
-            for row in architecture_rows(arch, image_size, layerwise)]
+            for row in architecture_rows(arch, image_size, layerwise, window)]

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ttlx.config import ModelConfig
-from ttlx.models.abstract import abstract_model, zero_weight_model
+from ttlx.models.abstract import abstract_model, input_shape, zero_weight_model
 from ttlx.runtime import precompile
 
 HELPER_KIND = "latency"  # the compile helper's entry for a forward pass (``ttlx.runtime.precompile``)
@@ -45,7 +45,7 @@ def forward_program(model: nnx.Module, image_size: int):
         net.eval()
         return net(x)
 
-    return forward, state, jax.random.normal(jax.random.key(0), (1, image_size, image_size, 3), jnp.float32)
+    return forward, state, jax.random.normal(jax.random.key(0), input_shape(model, image_size), jnp.float32)
 
 
 def measure_latency(model: nnx.Module, image_size: int, *, repeats: int = 20, warmup: int = 3) -> float:

@@ -132,9 +132,10 @@ def forward_jaxpr(model: nnx.Module, image_size: int,
         net.eval()
         return net(x)
 
-    x = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)
+    from ttlx.models.abstract import input_shape
     from ttlx.models.ops import xla_convolutions  # 1x1 convs count as convs, not as dense layers
 
+    x = jax.ShapeDtypeStruct(input_shape(model, image_size, batch), jnp.float32)
     with layers.count_elementwise() as elementwise, xla_convolutions():
         closed = jax.make_jaxpr(forward)(state, x)
     return closed, elementwise

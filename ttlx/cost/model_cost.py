@@ -17,7 +17,7 @@ from flax import nnx
 from ttlx.config import ModelConfig
 from ttlx.cost.latency import latency_ms
 from ttlx.cost.macs import count_macs
-from ttlx.models.abstract import abstract_model
+from ttlx.models.abstract import abstract_model, input_shape
 
 
 def _dotted(path: Iterable[Any]) -> str:
@@ -70,6 +70,7 @@ def model_cost(cfg: ModelConfig, *, model: nnx.Module | None = None,
         "macs_ptflops": macs.ptflops,
         "gmacs": macs.conv_linear / 1e9,
         "gmacs_ptflops": macs.ptflops / 1e9,
+        "input_shape": list(input_shape(counted, cfg.image_size)),
         "output_shape": list(out_shape),
         "latency_ms": latency,
         "latency_repeats": repeats,
@@ -83,7 +84,7 @@ def summary_rows(cost: dict[str, Any]) -> list[dict[str, Any]]:
     cut = f"{cfg['trunc']} ({'layer-wise' if cfg['layerwise'] else 'block-wise'})"
     head = "none (feature map)" if cfg["head"] is None else f"{cfg['head']}, {cfg['num_classes']} classes"
     rows = [("architecture", cfg["arch"]), ("truncation", cut), ("head", head),
-            ("input", f"1x{cfg['image_size']}x{cfg['image_size']}x3"),
+            ("input", "x".join(str(d) for d in cost["input_shape"])),
             ("output", "x".join(str(d) for d in cost["output_shape"])),
             ("parameters", cost["params"]), ("trainable parameters", cost["trainable_params"]),
             ("GMACs (conv+linear)", cost["gmacs"]), ("GMACs (ptflops-style)", cost["gmacs_ptflops"]),

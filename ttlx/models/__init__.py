@@ -22,7 +22,8 @@ def get_architecture(name: str) -> Architecture:
 
 def resolve_config(name: str, trunc: int = -1, *, layerwise: bool = False, head: str | None = "pool",
                    num_classes: int = 1000, image_size: int = 224, slim_from: int | None = None,
-                   slim_factor: int = 2, dtype: str = "float32") -> tuple[Architecture, ModelConfig]:
+                   slim_factor: int = 2, dtype: str = "float32",
+                   window: int | None = None) -> tuple[Architecture, ModelConfig]:
     """Resolve names and legacy spellings into a validated :class:`ModelConfig`.
 
     ``layerttl_resnet50 --trunc k`` (the reference code's name) becomes resnet50 layer-wise ``k - 1``.
@@ -38,7 +39,8 @@ def resolve_config(name: str, trunc: int = -1, *, layerwise: bool = False, head:
     if head == "none":
         head = None
     cfg = ModelConfig(arch=arch.name, trunc=trunc, layerwise=layerwise, head=head, num_classes=num_classes,
-                      image_size=image_size, slim_from=slim_from, slim_factor=slim_factor, dtype=dtype)
+                      image_size=image_size, slim_from=slim_from, slim_factor=slim_factor, dtype=dtype,
+                      window=window if arch.spatial_dims == 3 else None)
     arch.validate(cfg)
     return arch, cfg
 
@@ -59,14 +61,17 @@ def build_model(arch: Architecture, cfg: ModelConfig, seed: int = 0):
 
 def create_model(name: str, trunc: int = -1, *, num_classes: int = 1000, head: str | None = "pool",
                  pretrained: Any = "random", layerwise: bool = False, image_size: int = 224,
-                 slim_from: int | None = None, slim_factor: int = 2, dtype: str = "float32", seed: int = 0):
+                 slim_from: int | None = None, slim_factor: int = 2, dtype: str = "float32", seed: int = 0,
+                 window: int | None = None):
     """Build a (truncated) network and load ``pretrained`` weights into its kept part.
 
     ``pretrained``: ``"imagenet"``, ``"imagenet-v2"``, ``"random"``, a torchvision-format ``.safetensors``
     or ``.pth`` file, or a ttlx run dir. Stages rebuilt by ``slim_from`` stay randomly initialised.
+    ``window``: slices per window of a 3D network (``penet``, ``r3d_18``; None: 24); 2D networks ignore it.
     """
     arch, cfg = resolve_config(name, trunc, layerwise=layerwise, head=head, num_classes=num_classes,
-                               image_size=image_size, slim_from=slim_from, slim_factor=slim_factor, dtype=dtype)
+                               image_size=image_size, slim_from=slim_from, slim_factor=slim_factor, dtype=dtype,
+                               window=window)
     from ttlx.models.weights.pretrained import load_pretrained, read_weights
 
     weights = read_weights(arch, cfg, pretrained)  # a bad or missing source fails before the slow build

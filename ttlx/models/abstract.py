@@ -44,3 +44,10 @@ def zero_weight_model(model: nnx.Module) -> nnx.Module:
 
     graphdef, state = nnx.split(model)
     return nnx.merge(graphdef, jax.device_put(jax.tree.map(zeros, state)))
+
+
+def input_shape(model: nnx.Module, image_size: int, batch: int = 1) -> tuple[int, ...]:
+    """The input ``model`` takes: NHWC images ``(batch, size, size, 3)``, or what a network that says
+    otherwise returns from its ``input_shape`` (3D networks: NDHWC windows ``(batch, window, size, size, 1)``)."""
+    own = getattr(model, "input_shape", None)
+    return tuple(own(image_size, batch)) if callable(own) else (batch, image_size, image_size, 3)
