@@ -108,15 +108,17 @@ def peak_position(maps: np.ndarray) -> np.ndarray:
     return np.stack(np.unravel_index(flat, maps.shape[1:]), axis=1)
 
 
-def denormalize(images: np.ndarray) -> np.ndarray:
-    """ImageNet-normalised float NHWC back to [0, 1] RGB for display."""
+def denormalize(images: np.ndarray, convention: str = "imagenet") -> np.ndarray:
+    """Normalised float NHWC (ImageNet's, or ``xrv``: [-1024, 1024]) back to [0, 1] RGB for display."""
     from ttlx.data.augment import IMAGENET_MEAN, IMAGENET_STD
 
+    if convention == "xrv":
+        return np.clip((np.asarray(images) + 1024.0) / 2048.0, 0.0, 1.0)
     return np.clip(np.asarray(images) * IMAGENET_STD + IMAGENET_MEAN, 0.0, 1.0)
 
 
 def write_overlays(images: np.ndarray, cam: GradCAM, out_dir: str | Path, *, ids=None, classes=None,
-                   labels=None, multilabel: bool = False) -> list[Path]:
+                   labels=None, multilabel: bool = False, convention: str = "imagenet") -> list[Path]:
     """One PNG per image: the image, and the map over it; the title names the explained class."""
     import matplotlib
 
@@ -125,7 +127,7 @@ def write_overlays(images: np.ndarray, cam: GradCAM, out_dir: str | Path, *, ids
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shown = denormalize(images)
+    shown = denormalize(images, convention)
     probs = _probabilities(cam.logits, multilabel)
     paths = []
     for i in range(len(shown)):

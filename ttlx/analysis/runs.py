@@ -39,7 +39,7 @@ def gradcam_of_run(run_dir, *, split: str = "test", count: int = 8, paths=(), la
         raise ConfigError(f"--n must be at least 1, got {count}.")
     run = open_trained_run(run_dir)
     if paths:
-        images = image_files(paths, run.model.image_size, run.stored_form(data_dir))
+        images = image_files(paths, run.model.image_size, run.stored_form(data_dir), run.input_convention)
         ids, labels = [str(p) for p in paths], None
     else:
         loader = run.loader(split, batch_size=min(count, 32), data_dir=data_dir, data=data)
@@ -48,7 +48,8 @@ def gradcam_of_run(run_dir, *, split: str = "test", count: int = 8, paths=(), la
     cam = gradcam(model, images, layer=layer)
     classes, multilabel = run.dataset.get("classes"), run.multilabel
     out = Path(out) if out else run.path / "analysis" / ("gradcam_files" if paths else f"gradcam_{split}")
-    written = write_overlays(images, cam, out, ids=ids, classes=classes, labels=labels, multilabel=multilabel)
+    written = write_overlays(images, cam, out, ids=ids, classes=classes, labels=labels, multilabel=multilabel,
+                             convention=run.input_convention)
     peaks = peak_position(cam.maps)
     index = [{"id": ids[i], "png": p.name, "class": int(cam.target[i]), "peak_row_col": peaks[i].tolist(),
               **({"label": np.asarray(labels[i]).tolist()} if labels is not None else {})}

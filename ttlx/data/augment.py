@@ -11,6 +11,8 @@ from PIL import Image
 
 IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.asarray([0.229, 0.224, 0.225], dtype=np.float32)
+# how uint8 levels become the network's input: the convention of the pretrained source (config.json "source")
+INPUT_CONVENTIONS = ("imagenet", "xrv")
 EVAL_RESIZE_RATIO = 256 / 224  # eval resizes to 256 before a 224 centre crop, for any size
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels
@@ -153,14 +155,19 @@ _OFFSET = (IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
 _CHUNK_VALUES = 1 << 17  # values per vectorised pass (about one 224 x 224 image): stays in the cache
 
 
-def normalize(batch: np.ndarray) -> np.ndarray:
+def normalize(batch: np.ndarray, convention: str = "imagenet") -> np.ndarray:
     """uint8 NHWC to float32 ImageNet-normalised NHWC: (x / 255 - mean) / std per channel.
+
+    ``convention="xrv"`` (chest-X-ray sources, see :data:`INPUT_CONVENTIONS`) gives torchxrayvision's scaling
+    instead, the same for every channel: (2 x / 255 - 1) * 1024, in [-1024, 1024], no mean/std.
 
     Each value is float32(float32(x / float32(255 std)) - float32(mean / std)), the same two roundings
     for every x, so the result equals a per-level table of that formula bit for bit. The constants are
     tiled along a whole image row: numpy then runs its vector loop over rows instead of over 3 channels.
     """
     batch = np.asarray(batch)
+    if convention != "imagenet":
+        return normalize_table(convention)[batch.astype(np.intp), np.arange(batch.shape[-1])]
     out = np.empty(batch.shape, np.float32)
     if batch.size == 0:
         return out
@@ -175,8 +182,12 @@ def normalize(batch: np.ndarray) -> np.ndarray:
     return out
 
 
-def normalize_table() -> np.ndarray:
+def normalize_table(convention: str = "imagenet") -> np.ndarray:
     """[256, 3] float32: :func:`normalize` of every uint8 level in each channel, the table a device looks the
     levels up in (``ttlx.training.steps.model_input``) to get the host's values bit for bit."""
+    if convention not in INPUT_CONVENTIONS:
+        raise ValueError(f"unknown input convention {convention!r}; choose {', '.join(INPUT_CONVENTIONS)}")
     levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    if convention == "xrv":  # torchxrayvision's datasets.normalize(img, 255), in float32 as it computes it
+        return (np.float32(2) * (levels.astype(np.float32) / np.float32(255)) - np.float32(1)) * np.float32(1024)
     return normalize(levels[None])[0]

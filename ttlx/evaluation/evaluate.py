@@ -92,7 +92,7 @@ def predict_split(model, run: TrainedRun, info, cfg: EvalConfig, data):
     weights = (data.class_weights(train_cfg.dataset, run.data_dir(cfg.data_dir), exp=train_cfg.exp, sub=train_cfg.sub)
                if train_cfg.class_weighted else np.ones(len(info.classes), np.float32))
     _, eval_graph = graph_defs(model, set())
-    step = make_eval_step(eval_graph, weights, info.multilabel, mesh)
+    step = make_eval_step(eval_graph, weights, info.multilabel, mesh, run.input_convention)
     loader = run.loader(cfg.split, batch_size=local_batch_size(batch_size), data_dir=cfg.data_dir, data=data,
                         seed=train_cfg.seed, shard_index=jax.process_index(), shard_count=jax.process_count(),
                         normalize=False)  # as ttlx train's loaders

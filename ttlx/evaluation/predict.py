@@ -71,7 +71,8 @@ def predict_files(run_dir, paths, *, out=None, checkpoint: str = "best", batch_s
     probs = []
     for start in range(0, len(files), chunk_size):
         chunk = files[start:start + chunk_size]
-        images = normalize(np.stack([stored_image_file(path, size, form, transform) for path in chunk]))
+        images = normalize(np.stack([stored_image_file(path, size, form, transform) for path in chunk]),
+                           run.input_convention)
         padded = np.concatenate([images, np.zeros((chunk_size - len(chunk), *images.shape[1:]), images.dtype)])
         logits = np.asarray(_logits(graphdef, state, padded), np.float32)[: len(chunk)]
         probs.append(probabilities(logits, multilabel))
@@ -91,13 +92,14 @@ def _logits(graphdef, state, images):
     return nnx.merge(graphdef, state)(images)
 
 
-def image_files(paths, image_size: int, form) -> np.ndarray:
+def image_files(paths, image_size: int, form, convention: str = "imagenet") -> np.ndarray:
     """Image files as the run's network saw its images: stored as its dataset was (``form``, a
-    :class:`ttlx.data.stored_form.StoredForm`), then the eval transform and ImageNet normalisation."""
+    :class:`ttlx.data.stored_form.StoredForm`), then the eval transform and the normalisation of the run's
+    input ``convention`` (ImageNet's, or a chest-X-ray source's)."""
     from ttlx.data.augment import eval_transform, normalize
 
     return normalize(np.stack([stored_image_file(path, image_size, form, eval_transform(image_size))
-                               for path in paths]))
+                               for path in paths]), convention)
 
 
 def stored_image_file(path, image_size: int, form, transform=None) -> np.ndarray:

@@ -77,9 +77,22 @@ class TrainedRun:
         data = data or data_layer.data_source()
         if self.dataset.get("volumetric"):  # windows of the run's length
             options = {"window": self.model.window, **options}
+        if self.input_convention != "imagenet" and options.get("normalize", True):  # the source's scaling
+            loader = self.loader(split, batch_size=batch_size, data_dir=data_dir, data=data,
+                                 **{**options, "normalize": False})
+            return ConventionLoader(loader, self.input_convention)
         return data.make_loader(self.train.dataset, self.data_dir(data_dir), exp=self.train.exp, split=split,
                                 sub=self.train.sub, batch_size=batch_size, image_size=self.model.image_size,
                                 train=False, num_workers=self.train.num_workers, **options)
+
+    @property
+    def input_convention(self) -> str:
+        """How images became network input for this run (``ttlx.data.augment.INPUT_CONVENTIONS``): the
+        pretrained source's convention recorded in config.json, ``imagenet`` for runs that record none."""
+        import json
+
+        config = json.loads((self.path / "config.json").read_text())
+        return str(config.get("source", {}).get("input", "imagenet"))
 
     def stored_form(self, data_dir=None):
         """How the run's dataset stored its images: from ``config.json``, or (runs trained before ttlx recorded
@@ -117,3 +130,20 @@ def check_split(split: str) -> None:
 def check_checkpoint(checkpoint: str) -> None:
     if checkpoint not in CHECKPOINTS:
         raise ConfigError(f"Unknown checkpoint '{checkpoint}'; choose {' or '.join(CHECKPOINTS)}.")
+
+
+class ConventionLoader:
+    """A uint8 loader whose batches are normalised with a source's input convention (chest-X-ray sources)."""
+
+    def __init__(self, loader, convention: str):
+        self.loader, self.convention = loader, convention
+
+    def __iter__(self):
+        from ttlx.data.augment import normalize
+
+        for batch in self.loader:  # uint8 levels only: float images are already input (test stand-ins)
+            image = batch["image"]
+            yield {**batch, "image": normalize(image, self.convention)} if image.dtype == "uint8" else batch
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)

@@ -93,7 +93,8 @@ class RunDir:
                             "`ttlx train`.")
         return json.loads((self.path / CONFIG).read_text())
 
-    def write_config(self, cfg: TrainConfig, model_cfg: ModelConfig, dataset: dict[str, Any]) -> None:
+    def write_config(self, cfg: TrainConfig, model_cfg: ModelConfig, dataset: dict[str, Any],
+                     source: dict[str, Any] | None = None) -> None:
         import jax
 
         import ttlx
@@ -102,6 +103,7 @@ class RunDir:
             "train": cfg.to_dict(),
             "model": model_cfg.to_dict(),
             "dataset": dataset,
+            **({"source": source} if source else {}),  # what --pretrained resolved to, its input convention
             "ttlx_version": ttlx.__version__,
             "jax_version": jax.__version__,
             "git_commit": git_commit(),
@@ -176,7 +178,7 @@ class RunDir:
 
 
 def open_run(path: Path, cfg: TrainConfig, model_cfg: ModelConfig, dataset: dict[str, Any], *,
-             force: bool) -> tuple[RunDir, bool]:
+             force: bool, source: dict[str, Any] | None = None) -> tuple[RunDir, bool]:
     """Create, resume or (with ``force``) restart the run dir; returns (run, resuming)."""
     run = RunDir(path)
     refuse_finished(run, force)
@@ -185,7 +187,7 @@ def open_run(path: Path, cfg: TrainConfig, model_cfg: ModelConfig, dataset: dict
     elif run.exists():
         check_same_run(run, cfg, model_cfg)
         return run, True
-    run.write_config(cfg, model_cfg, dataset)
+    run.write_config(cfg, model_cfg, dataset, source)
     return run, False
 
 
@@ -197,17 +199,17 @@ def refuse_finished(run: RunDir, force: bool) -> None:
 
 
 def open_run_on_all_hosts(path: Path, cfg: TrainConfig, model_cfg: ModelConfig, dataset: dict[str, Any], *,
-                          force: bool) -> tuple[RunDir, bool]:
+                          force: bool, source: dict[str, Any] | None = None) -> tuple[RunDir, bool]:
     """:func:`open_run` on the first process; the others wait for it and write nothing themselves."""
     import jax
 
     if jax.process_count() == 1:
-        return open_run(path, cfg, model_cfg, dataset, force=force)
+        return open_run(path, cfg, model_cfg, dataset, force=force, source=source)
     import numpy as np
     from jax.experimental import multihost_utils
 
-    run, resuming = open_run(path, cfg, model_cfg, dataset, force=force) if jax.process_index() == 0 else (
-        RunDir(path, writer=False), False)
+    run, resuming = (open_run(path, cfg, model_cfg, dataset, force=force, source=source)
+                     if jax.process_index() == 0 else (RunDir(path, writer=False), False))
     resuming = bool(multihost_utils.broadcast_one_to_all(np.asarray(resuming)))
     return run, resuming
 

@@ -21,6 +21,7 @@ from ttlx import data as data_layer
 from ttlx.config import ModelConfig, TrainConfig
 from ttlx.errors import ConfigError, DataError, UserError
 from ttlx.metrics import epoch_metrics, probabilities
+from ttlx.models.weights.sources import source_record
 from ttlx.runs import checkpoint as ckpt
 from ttlx.runs.run_dir import CURVES, RunDir, default_workdir, open_run_on_all_hosts, refuse_finished
 from ttlx.runtime import precompile, process
@@ -103,7 +104,8 @@ def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, da
     tx = make_optimizer(labels, lr=cfg.lr, ptl_decay=cfg.ptl_decay, weight_decay=cfg.weight_decay)
     weights = (np.asarray(data.class_weights(cfg.dataset, cfg.data_dir, exp=cfg.exp, sub=cfg.sub), np.float32)
                if cfg.class_weighted else np.ones(len(info.classes), np.float32))
-    steps = make_steps(model, frozen, tx, weights, info.multilabel, mesh)
+    convention = source_record(arch, cfg.pretrained)["input"]  # how images become input (the source's)
+    steps = make_steps(model, frozen, tx, weights, info.multilabel, mesh, convention)
     loaders = [data.make_loader(cfg.dataset, cfg.data_dir, exp=cfg.exp, split=split, sub=cfg.sub,
                                 batch_size=local_batch_size(cfg.batch_size), image_size=cfg.image_size,
                                 train=split == "train", seed=cfg.seed, num_workers=cfg.num_workers,
@@ -134,10 +136,13 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     dataset = {"name": info.name, "classes": list(info.classes), "multilabel": info.multilabel}
     if info.stored:  # how its images were stored, so that ttlx predict treats files alike
         dataset["stored"] = info.stored
-    run, resuming = open_run_on_all_hosts(path, cfg, model_cfg, dataset, force=force)
+    source = source_record(arch, cfg.pretrained)  # what --pretrained resolved to (chexpert: maybe a substitute)
+    run, resuming = open_run_on_all_hosts(path, cfg, model_cfg, dataset, force=force, source=source)
     checkpoints = ckpt.RunCheckpoints(run.checkpoints)
     epochs = EpochWriter(checkpoints, run)
     display = TrainProgress(cfg.max_epoch, bar=progress, quiet=jax.process_index() != 0)
+    if source.get("note"):  # a substitute source is announced, never silent (also in config.json)
+        display.note(source["note"])
     iterator = iter(session.train_loader)
     try:
         if resuming:

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from ttlx.training.freeze import freeze_batchnorm
 from ttlx.training.losses import batch_loss_terms
-from ttlx.training.sharding import batch_sharded, replicate, replicated, shard_batch, to_host
+from ttlx.training.sharding import batch_sharded, gather_strings, replicate, replicated, shard_batch, to_host
 
 
 @dataclass
@@ -65,7 +65,7 @@ def graph_defs(model: nnx.Module, frozen: set) -> tuple[nnx.GraphDef, nnx.GraphD
     return train_graph, eval_graph
 
 
-def model_input(images: jax.Array) -> jax.Array:
+def model_input(images: jax.Array, convention: str = "imagenet") -> jax.Array:
     """The network's input from a batch's images: uint8 ones (``ttlx train``'s loaders, ``make_loader(...,
     normalize=False)``) are ImageNet-normalised here, on the device; float ones are taken as normalised.
 
@@ -78,19 +78,20 @@ def model_input(images: jax.Array) -> jax.Array:
         return images
     from ttlx.data.augment import normalize_table
 
-    table = jnp.asarray(normalize_table())
+    table = jnp.asarray(normalize_table(convention))  # the pretrained source's input convention
     return table[images.astype(jnp.int32), jnp.arange(images.shape[-1])]
 
 
 def make_steps(model: nnx.Module, frozen: set, tx: optax.GradientTransformation, class_weights,
-               multilabel: bool, mesh: Mesh) -> Steps:
+               multilabel: bool, mesh: Mesh, convention: str = "imagenet") -> Steps:
     train_graph, eval_graph = graph_defs(model, frozen)
     weights = jnp.asarray(class_weights, dtype=jnp.float32)
 
     def train_step(state: dict, batch: dict):
         def loss_fn(params, rest):  # copy=True: fresh variables that belong to this trace
             net = nnx.merge(train_graph, params, rest, copy=True)
-            numerator, denominator = batch_loss_terms(net(model_input(batch["image"])), batch, weights, multilabel)
+            numerator, denominator = batch_loss_terms(net(model_input(batch["image"], convention)), batch, weights,
+                                                      multilabel)
             return numerator / denominator, nnx.as_pure(nnx.split(net, nnx.Param, ...)[2])
 
         (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], state["rest"])
@@ -105,19 +106,20 @@ def make_steps(model: nnx.Module, frozen: set, tx: optax.GradientTransformation,
     donate = (0,)
     return Steps(
         train=jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=donate),
-        evaluate=make_eval_step(eval_graph, class_weights, multilabel, mesh),
+        evaluate=make_eval_step(eval_graph, class_weights, multilabel, mesh, convention),
         train_graph=train_graph,
         eval_graph=eval_graph,
     )
 
 
-def make_eval_step(eval_graph: nnx.GraphDef, class_weights, multilabel: bool, mesh: Mesh) -> Callable:
+def make_eval_step(eval_graph: nnx.GraphDef, class_weights, multilabel: bool, mesh: Mesh,
+                   convention: str = "imagenet") -> Callable:
     """(model_state, batch) -> (logits, label, mask, loss numerator, loss denominator), jit-compiled."""
     weights = jnp.asarray(class_weights, dtype=jnp.float32)
 
     def eval_step(model_state: dict, batch: dict):
         net = nnx.merge(eval_graph, model_state["params"], model_state["rest"], copy=True)
-        logits = net(model_input(batch["image"])).astype(jnp.float32)
+        logits = net(model_input(batch["image"], convention)).astype(jnp.float32)
         numerator, denominator = batch_loss_terms(logits, batch, weights, multilabel)
         # labels and mask come back as global arrays so every host sees the whole batch
         return logits, batch["label"], batch["mask"], numerator, denominator
@@ -135,8 +137,8 @@ def model_part(state: dict) -> dict:
 class Predictions:
     """Logits and labels of one pass over an evaluation loader (padding removed), and the mean loss.
 
-    ``ids``: each example's id, in the same order, where one process saw every example (None with several
-    processes: each holds only its part of every batch)."""
+    ``ids``: each example's id, in the same order (gathered from every process), where asked for and the
+    loader gives them; else None."""
 
     logits: np.ndarray
     labels: np.ndarray
@@ -144,20 +146,21 @@ class Predictions:
     ids: np.ndarray | None = None
 
 
-def predict(evaluate: Callable, model_state: dict, loader, mesh: Mesh) -> Predictions:
-    """Run ``evaluate`` over every batch of ``loader``; the loss is the weighted mean over all examples."""
-    logits, labels, ids, numerators, denominators = [], [], [], [], []
-    whole = jax.process_count() == 1
+def predict(evaluate: Callable, model_state: dict, loader, mesh: Mesh, *, ids: bool = True) -> Predictions:
+    """Run ``evaluate`` over every batch of ``loader``; the loss is the weighted mean over all examples.
+    With several processes each loads its slice of every global batch; logits, labels and (``ids``) ids
+    are gathered from all, so every process returns the whole split in the loader's order."""
+    logits, labels, names, numerators, denominators = [], [], [], [], []
     for batch in loader:
         out_logits, out_labels, mask, numerator, denominator = evaluate(model_state, shard_batch(batch, mesh))
         keep = to_host(mask) > 0
         logits.append(to_host(out_logits)[keep])
         labels.append(to_host(out_labels)[keep])
-        whole = whole and "id" in batch
-        if whole:
-            ids.append(np.asarray(batch["id"]).astype(str)[keep])
+        ids = ids and "id" in batch
+        if ids:
+            names.append(gather_strings(np.asarray(batch["id"]).astype(str))[keep])
         numerators.append(numerator)
         denominators.append(denominator)
     loss = float(np.sum(jax.device_get(numerators)) / np.sum(jax.device_get(denominators)))
     return Predictions(np.concatenate(logits), np.concatenate(labels), loss,
-                       np.concatenate(ids) if whole and ids else None)
+                       np.concatenate(names) if ids and names else None)

@@ -106,8 +106,10 @@ def cached_metadata(path: Path) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
-def import_run(arch_name: str, run_dir: Path, name: str = CHEXPERT) -> Path:
-    """Make a trained run's backbone the ``name`` source of its architecture (its classifier is dropped)."""
+def import_run(run_dir: Path, name: str = CHEXPERT) -> tuple[str, Path]:
+    """Make a trained run's backbone the ``name`` source of its architecture (its classifier is dropped);
+    return (architecture, cached file)."""
+    from ttlx.models import get_architecture
     from ttlx.models.weights.pretrained import SOURCE_NAME, read_run_dir, save_converted
 
     run_dir = Path(run_dir).expanduser()
@@ -115,22 +117,18 @@ def import_run(arch_name: str, run_dir: Path, name: str = CHEXPERT) -> Path:
         raise WeightsError(f"{run_dir} is not a ttlx run dir (it has no config.json); give the run dir that "
                            f"`ttlx train` wrote.")
     if not SOURCE_NAME.fullmatch(name) or name == "random":
-        raise WeightsError(f"--source takes a plain name (letters, digits, '.', '_' and '-'), got {name!r}.")
+        raise WeightsError(f"The source name takes letters, digits, '.', '_' and '-' (no path), got {name!r}.")
     weights = read_run_dir(run_dir)
     run = weights.run_config
-    if run.arch != arch_name:
-        raise WeightsError(f"{run_dir} trained {run.arch}, not {arch_name}; import it as a {run.arch} source.")
     if run.layerwise or run.trunc != -1 or run.slim_from is not None:
         raise WeightsError(f"{run_dir} trained a cut or slimmed {run.arch}; a source must be the whole network, "
                            f"so import a run trained with --trunc -1.")
-    from ttlx.models import get_architecture
-
-    head = get_architecture(arch_name).classifier_key + "."
+    head = get_architecture(run.arch).classifier_key + "."
     flat = {k: np.asarray(v, np.float32) for k, v in weights.flat.items() if not k.startswith(head)}
     config = json.loads((run_dir / "config.json").read_text())
     metadata = {"origin": f"ttlx run {run_dir.name}", "input": config.get("source", {}).get("input", "imagenet"),
                 "trained_on": str(config.get("dataset", {}).get("name", "?"))}
-    return save_converted(arch_name, name, flat, metadata)
+    return run.arch, save_converted(run.arch, name, flat, metadata)
 
 
 def source_rows(arch: Architecture) -> list[dict[str, Any]]:
