@@ -60,6 +60,15 @@ class Architecture:
     def build(self, cfg: ModelConfig, rngs: Any):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def read_torch_file(self, path) -> dict[str, Any] | None:
+        """A torch-saved file in this architecture's own checkpoint layout (PENet's ``.pth.tar``) as a
+        torchvision-format state dict with its module names; None: read it as any torchvision file."""
+        return None
+
+    def source_name_of(self, filename: str) -> str | None:
+        """The weights name ``ttlx weights convert`` gives a file of this name when none is asked for."""
+        return None
+
     def kept_stages(self, cfg: ModelConfig) -> int | None:
         """How many stages (numbered from 0) a config keeps; a stage counts once any of it is kept."""
         if not self.stage_units:

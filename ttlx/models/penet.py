@@ -132,6 +132,16 @@ class PENetArchitecture(Architecture):
     def build(self, cfg: ModelConfig, rngs: nnx.Rngs) -> PENet:
         return PENet(cfg, rngs=rngs)
 
+    def read_torch_file(self, path):
+        """PENet's ``.pth.tar`` checkpoints (or a saved ``state_dict()``), renamed to ttlx's modules."""
+        from ttlx.models.weights.penet_checkpoint import read_checkpoint
+
+        return read_checkpoint(path)[0]
+
+    def source_name_of(self, filename: str) -> str | None:
+        """The published Kinetics-600 file is ``xnet_kin_90.pth.tar``; others are taken for the PE model."""
+        return "kinetics600" if "kin" in filename.lower() else "pe"
+
 
 PENET = PENetArchitecture(
     name="penet",

@@ -84,7 +84,7 @@ R3D_18 = R3DArchitecture(
     weights={
         # torchvision's Kinetics-400 clip classifier (video-level top-1 63.2); no hub copy
         "kinetics400": HubWeights("", torchvision_url="https://download.pytorch.org/models/r3d_18-b3b3357e.pth",
-                                  top1=63.200),
+                                  top1=63.200, trained_on="Kinetics-400 (16-frame 112 px clips)"),
     },
 )
 ARCHITECTURE = R3D_18

@@ -62,6 +62,8 @@ def from_hub(hub: HubWeights) -> Path:
     """The hub file, from the cache or downloaded, verified against the hub's published SHA-256."""
     import huggingface_hub as hf
 
+    if not hub.repo_id:  # weights with no hub copy (r3d_18's Kinetics-400): torchvision's URL only
+        raise Unreachable("no hub copy")
     folder = settings.cache_dir() / "hub"
     pinned = {"revision": hub.revision} if hub.revision else {}  # a pinned hub commit, else the newest
     cached = hf.try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=folder, **pinned)
@@ -139,8 +141,9 @@ def download(arch_name: str, source: str, hub: HubWeights) -> Path:
 def offline_message(arch_name: str, source: str, hub: HubWeights) -> str:
     """One sentence: which file to fetch by hand, the command that converts it, and the way around it."""
     alternative = f" (or {hub.torchvision_url})" if hub.torchvision_url else ""
+    where = f"{hub_url(hub)}{alternative}" if hub.repo_id else str(hub.torchvision_url)
     return (
         f"The {source} weights of {arch_name} are not cached and cannot be downloaded (offline?); download "
-        f"{hub_url(hub)}{alternative} on a machine with internet, run `ttlx weights convert {arch_name} "
+        f"{where} on a machine with internet, run `ttlx weights convert {arch_name} "
         f"FILE --source {source}` here, or start from `--pretrained random`."
     )

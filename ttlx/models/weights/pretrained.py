@@ -91,7 +91,7 @@ def resolve_source(arch: Architecture, source: Any) -> Source:
                        f".safetensors/.pth file or a ttlx run dir.")
 
 
-def read_file(path: Path) -> SourceWeights:
+def read_file(path: Path, arch: Architecture | None = None) -> SourceWeights:
     """Flat float32 Flax weights from a torchvision-format or already converted file.
 
     Refused with one sentence: an empty, truncated or corrupt file, a tensor that is not float16, bfloat16,
@@ -103,8 +103,11 @@ def read_file(path: Path) -> SourceWeights:
         raise WeightsError(f"The weights file {path} cannot be read ({err.strerror}); check the path.") from None
     if size == 0:
         raise WeightsError(f"{path} is empty (0 bytes); download it again or give another weights file.")
+    own = arch.read_torch_file(path) if arch is not None and path.suffix != ".safetensors" else None
     if path.suffix == ".safetensors":
         tensors, metadata = read_safetensors(path)
+    elif own is not None:  # a network's own checkpoint layout (PENet's .pth.tar)
+        tensors, metadata = own, {}
     else:
         from ttlx.models.weights.torchmodule import backbone_keys, read_module_file
 
@@ -133,7 +136,7 @@ def read_source(arch: Architecture, source: Source) -> SourceWeights | None:
     if source.kind == "run":
         return read_run_dir(source.value)
     if source.kind == "file":
-        return read_file(source.value)
+        return read_file(source.value, arch)
     path = converted_path(arch.name, source.value)
     if not path.exists():
         fetch(arch, source.value)
@@ -215,7 +218,7 @@ def convert_file(arch: Architecture, path: Path, name: str | None = None) -> Pat
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"The weights file {path} does not exist; check the path.")
-    name = name or known_source_of(arch, path.name) or "imagenet"
+    name = name or known_source_of(arch, path.name) or arch.source_name_of(path.name) or "imagenet"
     if name == "random":
         raise WeightsError("'random' names no weights; give another --source name.")
     if not SOURCE_NAME.fullmatch(name):
@@ -224,7 +227,7 @@ def convert_file(arch: Architecture, path: Path, name: str | None = None) -> Pat
     expected = known and (torchvision_hash_prefix(path.name) or known.url_sha256)
     if expected:
         verify(path, expected, f"The torchvision file {path}", delete=False)
-    weights = read_file(path)
+    weights = read_file(path, arch)
     reference = reference_shapes(arch)
     weights.flat, widened = convert.replicate_grey_stem(weights.flat, reference)
     plan = convert.plan_merge(reference, weights.flat, reference, classifier_key=arch.classifier_key)
