@@ -42,6 +42,7 @@ class Grid:
     slim_from: tuple[int, ...] = (3,)
     exp: tuple[int, ...] = (1, 2, 3)
     sub: tuple[int, ...] = (100,)
+    pretrained: tuple[str, ...] = ()  # source domains compared (imagenet, chexpert, ...); () = base's one
     base: dict[str, Any] = field(default_factory=dict)  # other TrainConfig fields, the same for every run
 
     def __post_init__(self) -> None:
@@ -53,6 +54,9 @@ class Grid:
         if not isinstance(self.methods, tuple) or not all(isinstance(m, str) for m in self.methods):
             raise ConfigError(f"The grid's methods must be a list of names, e.g. methods = [\"ftl\", \"ttl\"]; "
                               f"got {_toml_value(self.methods)}.")
+        if not isinstance(self.pretrained, tuple) or not all(isinstance(m, str) for m in self.pretrained):
+            raise ConfigError(f"The grid's pretrained must be a list of sources, e.g. pretrained = [\"imagenet\", "
+                              f"\"chexpert\"]; got {_toml_value(self.pretrained)}.")
         for key in INT_LISTS:
             value = getattr(self, key)
             if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
@@ -83,7 +87,7 @@ def grid_from_dict(data: dict[str, Any]) -> Grid:
         key = key.replace("-", "_")
         if key == "base":
             continue
-        if key in names:
+        if key in names and not (key == "pretrained" and isinstance(value, str)):  # one source: shared
             one = (key == "methods" and isinstance(value, str)) or (key in INT_LISTS and isinstance(value, int))
             values[key] = tuple(value) if isinstance(value, list) else (value,) if one else value
         elif key in train_fields:
@@ -120,11 +124,12 @@ def expand(grid: Grid) -> list[RunSpec]:
     points = method_points(grid, arch)
     specs = []
     for method, point, values_of_point in points:
-        for exp in grid.exp:
-            for sub in grid.sub:
-                values = {**grid.base, "dataset": grid.dataset, "model": grid.model, "exp": exp, "sub": sub,
-                          **values_of_point}
-                specs.append(RunSpec(method, point, TrainConfig(**values)))
+        for source in grid.pretrained or (None,):  # source domains: one run of each point per source
+            for exp in grid.exp:
+                for sub in grid.sub:
+                    values = {**grid.base, "dataset": grid.dataset, "model": grid.model, "exp": exp, "sub": sub,
+                              **values_of_point, **({"pretrained": source} if source else {})}
+                    specs.append(RunSpec(method, point, TrainConfig(**values)))
     if not specs:
         raise ConfigError("The grid holds no runs; give at least one method with a point, one exp and one sub.")
     return specs
@@ -270,7 +275,7 @@ def write_probe_ranking(grid: Grid, sweep_dir: Path) -> list[dict[str, Any]]:
     base = grid.base
     options = dict(data_dir=base.get("data_dir"), exp=grid.exp[0], sub=grid.sub[0],
                    image_size=base.get("image_size", 224), seed=base.get("seed", 0))
-    pretrained = base.get("pretrained", "imagenet")
+    pretrained = (grid.pretrained or (base.get("pretrained", "imagenet"),))[0]  # the first source's features
     # one pass over the data for every point: block-wise and layer-wise points share the deepest backbone
     rows = probe_dataset(grid.dataset, grid.model, pretrained, points=list(grid.trunc),
                          layerwise_points=list(grid.layerwise), data=data_layer.data_source(), **options)

@@ -1,9 +1,11 @@
 """The aggregate of a sweep: ``summary.csv``, ``summary.md`` and the metric-against-truncation figure.
 
-One row per configuration (method, point, subset), metrics as mean ± sample standard deviation (ddof=1,
+One row per configuration (source, method, point, subset), metrics as mean ± sample standard deviation (ddof=1,
 as the paper) over the repeats found, cost columns as in the paper's table. AUPRC is the paper's
 trapezoidal area; sklearn's average precision is kept next to it. When ``probe.json`` exists (from
-``ttlx sweep --probe``), its ranking stands next to the fine-tuned results.
+``ttlx sweep --probe``), its ranking stands next to the fine-tuned results. A grid over source domains
+(``pretrained = ["imagenet", "chexpert"]``) gets a ``source`` column (the run's ``--pretrained``, and what
+it resolved to where that differs) and one line per source in the figure: the paper's comparison.
 """
 
 from __future__ import annotations
@@ -27,12 +29,21 @@ def collect_runs(sweep_dir: Path) -> list[dict[str, Any]]:
     records = []
     for run in sorted((sweep_dir / "runs").glob("*/eval_test.json")):
         result = json.loads(run.read_text())
-        train = json.loads((run.parent / "config.json").read_text())["train"]
+        config = json.loads((run.parent / "config.json").read_text())
+        train = config["train"]
         method, point, order = run_label(train)
-        records.append({"method": method, "point": point, "order": order, "sub": train["sub"],
+        records.append({"source": source_label(train, config.get("source")), "method": method, "point": point,
+                        "order": order, "sub": train["sub"],
                         "exp": train["exp"], "run": run.parent.name, **{m: result.get(m) for m in METRICS},
                         **{c: result.get("cost", {}).get(c) for c in COST}})
     return records
+
+
+def source_label(train: dict[str, Any], source: dict[str, Any] | None) -> str:
+    """``chexpert``, or ``chexpert (xrv-chex)`` when the run's source resolved to a substitute."""
+    name = str(train.get("pretrained", "imagenet"))
+    resolved = (source or {}).get("resolved", name)
+    return name if resolved == name else f"{name} ({resolved})"
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -43,13 +54,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(records: list[dict[str, Any]], probe: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Group runs by (method, point, sub) and aggregate over repeats."""
+    """Group runs by (source, method, point, sub) and aggregate over repeats."""
     groups: dict[tuple, list[dict]] = {}
     for rec in records:
-        groups.setdefault((rec["order"], rec["method"], rec["point"], rec["sub"]), []).append(rec)
+        source = rec.get("source", "imagenet")
+        groups.setdefault((source, rec["order"], rec["method"], rec["point"], rec["sub"]), []).append(rec)
     rows = []
-    for (_, method, point, sub), runs in sorted(groups.items()):
-        row: dict[str, Any] = {"method": method, "point": point, "sub": sub, "repeats": len(runs)}
+    for (source, _, method, point, sub), runs in sorted(groups.items()):
+        row: dict[str, Any] = {"source": source, "method": method, "point": point, "sub": sub,
+                               "repeats": len(runs)}
         for metric in METRICS:
             row[metric], row[f"{metric}_std"] = mean_std([r[metric] for r in runs])
         for column in COST:
@@ -93,12 +106,15 @@ def _num(value, fmt: str) -> str:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The paper's table layout: AUROC, AUPRC (± over repeats), accuracy, params (M), GMACs, latency."""
     probe = any("probe_rank" in row for row in rows)
-    head = ["method", "point", "sub", "n", "AUROC", "AUPRC", "accuracy", "params (M)", "GMACs", "latency (ms)"]
+    sources = len({row.get("source") for row in rows}) > 1  # a source-domain comparison
+    head = ["source"] * sources + ["method", "point", "sub", "n", "AUROC", "AUPRC", "accuracy", "params (M)",
+                                   "GMACs", "latency (ms)"]
     head += ["probe AUROC", "probe rank"] if probe else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         params = None if row["params"] is None else row["params"] / 1e6
-        cells = [row["method"], row["point"], str(row["sub"]), str(row["repeats"]), _pm(row, "auroc"),
+        cells = [row["source"]] * sources + [
+                 row["method"], row["point"], str(row["sub"]), str(row["repeats"]), _pm(row, "auroc"),
                  _pm(row, "auprc_trapz"), _pm(row, "accuracy"), _num(params, ".2f"),
                  _num(row["gmacs_ptflops"], ".2f"), _num(row["latency_ms"], ".2f")]
         if probe:
@@ -114,16 +130,27 @@ def truncation_figure(rows: list[dict[str, Any]], path: Path, metric: str = "aur
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(rows) + 2), 3.5))
-    labels = [f"{r['method']} {r['point']}" + (f" ({r['sub']}%)" if r["sub"] != 100 else "") for r in rows]
-    x = np.arange(len(rows))
+    def label(r: dict[str, Any]) -> str:
+        return f"{r['method']} {r['point']}" + (f" ({r['sub']}%)" if r["sub"] != 100 else "")
+
+    labels = list(dict.fromkeys(label(r) for r in rows))  # one x position per configuration, shared by sources
+    sources = list(dict.fromkeys(r.get("source", "imagenet") for r in rows))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(labels) + 2), 3.5))
+    x = np.arange(len(labels))
+    params = {label(r): (r["params"] or 0) / 1e6 for r in rows}
     bars = ax.twinx()
-    bars.bar(x, [(r["params"] or 0) / 1e6 for r in rows], color="0.85", zorder=0)
+    bars.bar(x, [params[name] for name in labels], color="0.85", zorder=0)
     bars.set_ylabel("parameters (M)")
     ax.set_zorder(bars.get_zorder() + 1)
     ax.patch.set_visible(False)
-    ax.errorbar(x, [r[metric] for r in rows], yerr=[0 if math.isnan(r[f"{metric}_std"]) else r[f"{metric}_std"]
-                                                   for r in rows], fmt="o-", color="C0", capsize=3)
+    for index, source in enumerate(sources):  # one line per source domain
+        mine = {label(r): r for r in rows if r.get("source", "imagenet") == source}
+        at = [i for i, name in enumerate(labels) if name in mine]
+        ax.errorbar(x[at], [mine[labels[i]][metric] for i in at],
+                    yerr=[0 if math.isnan(s) else s for s in (mine[labels[i]][f"{metric}_std"] for i in at)],
+                    fmt="o-", color=f"C{index}", capsize=3, label=source if len(sources) > 1 else None)
+    if len(sources) > 1:
+        ax.legend(title="source", fontsize="small")
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set_ylabel(metric.upper())
     fig.tight_layout()
