@@ -1,0 +1,125 @@
+"""`ttlx prepare volumes`: a user's own NIfTI files, DICOM series and .npy volumes, by folder or CSV."""
+
+import csv
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from test_dicom_series import ct_series
+
+from ttlx.data import pipeline
+from ttlx.data.prepare import prepare_dataset
+from ttlx.data.store import load_prepared
+from ttlx.data.volumes import VolumeStore
+from ttlx.errors import DataError
+
+
+def _nifti(path, value, shape=(12, 10, 5), zooms=(0.8, 0.8, 3.0)):
+    """A RAS volume (x, y, z) of ``value`` HU with one brighter voxel, saved as NIfTI."""
+    data = np.full(shape, value, np.int16)
+    data[-1, -1, -1] = value + 100
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.diag([*zooms, 1.0])), path)
+
+
+def _npy(path, value, dtype=np.int16, shape=(4, 10, 12)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.full(shape, value, dtype))
+
+
+@pytest.fixture
+def studies(tmp_path):
+    """10 negative and 10 positive studies: 4 NIfTI, 3 .npy and 3 DICOM series per class."""
+    root = tmp_path / "studies"
+    for label, value in (("negative", -100), ("positive", 300)):
+        for i in range(4):
+            _nifti(root / label / f"nii_{i}.nii.gz", value + i)
+        for i in range(3):
+            _npy(root / label / "arrays" / f"vol_{i}.npy", value + i)
+            ct_series(root / label / f"series_{i}", [0.0, 5.0, 10.0])
+    return root
+
+
+def test_a_folder_of_nifti_npy_and_dicom_series_is_stored_with_its_spacing(studies, tmp_path):
+    root = prepare_dataset("volumes", tmp_path / "data", studies, max_size=0)
+    prepared = load_prepared("volumes", tmp_path / "data")
+    assert prepared.classes == ("negative", "positive") and prepared.meta["num_examples"] == 20
+    store = VolumeStore(prepared.records_dir)
+    nii = prepared.position["positive/nii_2.nii.gz"]
+    assert store.shape(nii) == (5, 10, 12) and store.spacing(nii) == pytest.approx((3.0, 0.8, 0.8))
+    assert store.volume(nii)[-1, 0, 0] == 402 and int((store.volume(nii) == 302).sum()) == 5 * 10 * 12 - 1
+    series = prepared.position["negative/series_1"]
+    assert store.shape(series) == (3, 128, 128) and store.spacing(series)[0] == pytest.approx(5.0)
+    npy = prepared.position["negative/arrays/vol_2.npy"]
+    assert store.shape(npy) == (4, 10, 12) and np.all(store.volume(npy) == -98)
+    with open(root / "splits" / "exp1" / "test.csv", newline="") as f:
+        assert {row["label"] for row in csv.DictReader(f)} == {"negative", "positive"}
+    # the three DICOM series of a class share CT_small's PatientID, so they share a split
+    for exp in (1, 2, 3):
+        where = {s: set(pipeline.split_ids("volumes", tmp_path / "data", exp=exp, split=s))
+                 for s in ("train", "val", "test")}
+        homes = [s for s, ids in where.items() if {"negative/series_0", "positive/series_2"} & ids]
+        assert len(homes) == 1
+
+
+def test_bad_volumes_are_listed_by_name_and_stop_the_build_unless_skipped(studies, tmp_path):
+    bad = studies / "positive"
+    data = (bad / "nii_0.nii.gz").read_bytes()
+    (bad / "cut.nii.gz").write_bytes(data[: len(data) // 2])  # truncated
+    _npy(bad / "float.npy", 0.5, dtype=np.float32)  # wrong dtype
+    _npy(bad / "empty.npy", 0, shape=(0, 10, 12))  # empty
+    _nifti(bad / "fraction.nii", 0)
+    image = nib.load(bad / "fraction.nii")
+    nib.save(nib.Nifti1Image(image.get_fdata().astype(np.float32) + 0.25, image.affine), bad / "fraction.nii")
+    ct_series(bad / "gappy", [0.0, 5.0, 15.0, 20.0])  # a missing slice
+    ct_series(bad / "uneven", [0.0, 5.0, 7.0, 12.0])  # inconsistent spacing
+    with pytest.raises(DataError) as stopped:
+        prepare_dataset("volumes", tmp_path / "data", studies, max_size=0)
+    message = str(stopped.value)
+    assert message.startswith("6 image(s) of 'volumes' could not be read: ")
+    for name, why in [("positive/cut.nii.gz", "truncated"), ("positive/float.npy", "float32 voxels"),
+                      ("positive/empty.npy", "empty volume"), ("positive/fraction.nii", "float32 voxels with "
+                      "fractions"), ("positive/gappy", "1 missing slice(s) between"),
+                      ("positive/uneven", "inconsistent slice spacing")]:
+        assert f"{name} ({why}" in message
+    assert message.endswith("or pass --on-bad-image skip to leave them out.")
+    assert not (tmp_path / "data" / "volumes").exists()
+    prepare_dataset("volumes", tmp_path / "data", studies, max_size=0, on_bad_image="skip")
+    meta = load_prepared("volumes", tmp_path / "data").meta
+    assert meta["num_examples"] == 20 and len(meta["skipped"]) == 6
+
+
+def test_a_csv_of_volumes_groups_by_its_patient_column_under_a_name(studies, tmp_path):
+    rows = [["file", "diagnosis", "patient_id"]]
+    for label in ("negative", "positive"):
+        for i in range(4):
+            rows.append([f"{label}/nii_{i}.nii.gz", label, f"{label}_p{i}"])
+        for i in range(3):
+            rows.append([f"{label}/series_{i}", label, f"{label}_p{i}"])
+    with open(tmp_path / "studies.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    prepare_dataset("volumes", tmp_path / "data", studies, csv=tmp_path / "studies.csv", name="chest_ct", max_size=64)
+    meta = json.loads((tmp_path / "data" / "chest_ct" / "prepared.json").read_text())
+    assert (meta["name"], meta["dataset"], meta["num_examples"]) == ("chest_ct", "volumes", 14)
+    store = VolumeStore(load_prepared("chest_ct", tmp_path / "data").records_dir)
+    series = load_prepared("chest_ct", tmp_path / "data").position["negative/series_0"]
+    assert store.shape(series) == (3, 64, 64)  # 128 px slices shrunk to --max-size 64
+    assert store.spacing(series)[1] == pytest.approx(0.661468 * 2)
+    for exp in (1, 2, 3):  # a patient's volumes of both kinds stay in one split
+        homes = {}
+        for split in ("train", "val", "test"):
+            for study in pipeline.split_ids("chest_ct", tmp_path / "data", exp=exp, split=split):
+                patient = study.split("_")[-1].split(".")[0]
+                homes.setdefault((study.split("/")[0], patient), set()).add(split)
+        assert all(len(splits) == 1 for splits in homes.values())
+
+
+def test_loose_dicom_files_and_folders_without_volumes(studies, tmp_path):
+    shutil.copy(next((studies / "negative" / "series_0").iterdir()), studies / "negative" / "loose.dcm")
+    with pytest.raises(DataError, match=r"negative holds DICOM files directly \(loose.dcm\); put each series in a "
+                                        r"folder of its own"):
+        prepare_dataset("volumes", tmp_path / "data", studies)
+    with pytest.raises(DataError, match="has no sub-folders; put the volumes of each class in a sub-folder"):
+        prepare_dataset("volumes", tmp_path / "data", studies / "negative" / "arrays")
