@@ -112,3 +112,21 @@ def test_a_truncated_model_from_torchxrayvision_weights_ends_at_its_block(small_
     features = np.asarray(nnx.jit(lambda m, v: m(v))(model, np.repeat(x, 3, axis=-1)))
     assert features.shape == expected_map.shape
     assert np.abs(features - expected_map).max() <= TOLERANCE * np.abs(expected_map).max()
+
+
+def test_the_source_record_names_the_substitute_its_convention_and_colour_images(tmp_path, monkeypatch):
+    from ttlx.models import get_architecture
+    from ttlx.models.weights.sources import source_record
+
+    monkeypatch.setenv("TTLX_CACHE_DIR", str(tmp_path))
+    densenet121 = get_architecture("densenet121")
+    grey = source_record(densenet121, "chexpert", channels=1)
+    assert (grey["resolved"], grey["input"]) == ("xrv-chex", "xrv")
+    assert grey["note"].startswith("--pretrained chexpert: the paper's CheXpert weights were never released")
+    colour = source_record(densenet121, "xrv-all", channels=3)
+    assert colour["input"] == "xrv" and colour["note"].startswith(
+        "xrv-all was trained on grey chest X-rays and this dataset is in colour: each channel is scaled")
+    assert source_record(densenet121, "imagenet", channels=3) == {
+        "name": "imagenet", "resolved": "imagenet", "input": "imagenet"}
+    assert source_record(get_architecture("resnet50"), "random") == {
+        "name": "random", "resolved": "random", "input": "imagenet"}

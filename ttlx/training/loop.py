@@ -136,7 +136,8 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     dataset = {"name": info.name, "classes": list(info.classes), "multilabel": info.multilabel}
     if info.stored:  # how its images were stored, so that ttlx predict treats files alike
         dataset["stored"] = info.stored
-    source = source_record(arch, cfg.pretrained)  # what --pretrained resolved to (chexpert: maybe a substitute)
+    # what --pretrained resolved to (chexpert: maybe a substitute), its input convention, notes
+    source = source_record(arch, cfg.pretrained, getattr(info, "channels", None))
     run, resuming = open_run_on_all_hosts(path, cfg, model_cfg, dataset, force=force, source=source)
     checkpoints = ckpt.RunCheckpoints(run.checkpoints)
     epochs = EpochWriter(checkpoints, run)

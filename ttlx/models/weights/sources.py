@@ -79,23 +79,32 @@ def chexpert_source(arch: Architecture) -> tuple[str, str | None]:
         f"RUN_DIR`, use --model densenet121 (torchxrayvision's CheXpert weights), or choose another --pretrained.")
 
 
-def source_record(arch: Architecture, pretrained: str) -> dict[str, Any]:
-    """What a run's ``pretrained`` resolved to, for its config.json: name, resolved source, input, note."""
+def source_record(arch: Architecture, pretrained: str, channels: int | None = None) -> dict[str, Any]:
+    """What a run's ``pretrained`` resolved to, for its config.json: name, resolved source, input convention
+    and a note where a substitute stands in or a grey source meets colour images (``channels`` 3)."""
     from ttlx.models.weights.pretrained import converted_path
 
     record: dict[str, Any] = {"name": pretrained, "resolved": pretrained, "input": "imagenet"}
     if pretrained == "random":
         return record
+    notes = []
     if pretrained == CHEXPERT:
         record["resolved"], note = chexpert_source(arch)
-        if note:
-            record["note"] = note
-    hub = arch.weights.get(record["resolved"])
+        notes += [note] if note else []
+    hub, path = arch.weights.get(record["resolved"]), Path(str(record["resolved"])).expanduser()
     if hub is not None:
         record["input"] = hub.input
+    elif (path / "config.json").is_file():  # a run dir: the convention its own source gave it
+        record["input"] = json.loads((path / "config.json").read_text()).get("source", {}).get("input", "imagenet")
     else:
-        cached = converted_path(arch.name, record["resolved"])
-        record["input"] = cached_metadata(cached).get("input", "imagenet") if cached.exists() else "imagenet"
+        cached = path if path.suffix == ".safetensors" and path.is_file() else converted_path(arch.name, str(path))
+        record["input"] = cached_metadata(cached).get("input", "imagenet") if cached.is_file() else "imagenet"
+    if record["input"] == "xrv" and channels == 3:
+        notes.append(f"{record['resolved']} was trained on grey chest X-rays and this dataset is in colour: each "
+                     f"channel is scaled to [-1024, 1024] and the replicated 1-channel stem sees their mean, "
+                     f"i.e. the grey image.")
+    if notes:
+        record["note"] = " ".join(notes)
     return record
 
 
