@@ -36,9 +36,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def golden(session: nox.Session) -> None:
-    """Rebuild tests/golden/ from torchvision: the outputs the parity test compares against."""
-    session.install(*TORCH, "numpy")
-    session.run("python", "scripts/make_golden.py")
+    """Rebuild tests/golden/ from torchvision and torchxrayvision: the outputs the parity tests compare against."""
+    session.install(*TORCH, "numpy", "torchxrayvision==1.5.7")
+    session.run("python", "scripts/make_golden.py", *session.posargs)  # e.g. `nox -s golden -- densenet121 xrv`
 
 
 @nox.session
