@@ -21,7 +21,8 @@ def train(
     ] = -1,
     layerwise: Annotated[bool, typer.Option(help="--trunc counts units (bottlenecks...).")] = False,
     pretrained: Annotated[
-        str, typer.Option(help="imagenet, imagenet-v2, random, a weights file or a ttlx run dir.")
+        str, typer.Option(help="imagenet, imagenet-v2, chexpert, a chest-X-ray source (xrv-chex...; `ttlx weights "
+                               "list`), random, a weights file or a ttlx run dir.")
     ] = "imagenet",
     head: Annotated[str, typer.Option(help="flatten (the reference code's default) or pool.")] = (
         "flatten"),
