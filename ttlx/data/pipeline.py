@@ -20,6 +20,7 @@ from ttlx.data.loader_size import loader_threads, loader_workers
 from ttlx.data.records import RecordReader
 from ttlx.data.split_files import split_positions
 from ttlx.data.store import Prepared, load_prepared, prepared_name
+from ttlx.data.windows import is_volumetric, make_window_loader
 from ttlx.errors import DataError
 
 
@@ -42,7 +43,6 @@ def _prepared(dataset: str, data_dir: str | Path | None) -> Prepared:
 def dataset_info(dataset: str, data_dir: str | Path | None = None) -> DatasetInfo:
     """Metadata of a prepared dataset; raises DataError when it is not prepared in ``data_dir``."""
     from ttlx.data.stored_form import StoredForm
-    from ttlx.data.windows import is_volumetric
 
     prepared = _prepared(dataset, data_dir)
     if is_volumetric(prepared):
@@ -264,13 +264,9 @@ def make_loader(
         raise DataError(f"shard_index must be in 0..{shard_count - 1}, got {shard_index}.")
     prepared = _prepared(dataset, data_dir)
     records = split_positions(prepared, exp=exp, split=split, sub=sub)
-    from ttlx.data.windows import is_volumetric, make_window_loader
-
-    if is_volumetric(prepared):
-        return make_window_loader(prepared, records, split=split, batch_size=batch_size, image_size=image_size,
-                                  window=window, train=train, seed=seed, num_workers=num_workers,
-                                  shard_index=shard_index, shard_count=shard_count, num_threads=num_threads,
-                                  persistent_workers=persistent_workers)
+    if is_volumetric(prepared):  # windows of slices
+        return make_window_loader(prepared, records, split, batch_size, image_size, window, train, seed, num_workers,
+                                  shard_index, shard_count, num_threads, persistent_workers)
     global_batch = batch_size * shard_count
     if train:
         steps = len(records) // global_batch

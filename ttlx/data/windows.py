@@ -106,9 +106,9 @@ class LoadWindow:
         return out
 
 
-def make_window_loader(prepared, records: np.ndarray, *, split: str, batch_size: int, image_size: int,
+def make_window_loader(prepared, records: np.ndarray, split: str, batch_size: int, image_size: int,
                        window: int | None, train: bool, seed: int, num_workers: int | None, shard_index: int,
-                       shard_count: int, num_threads: int | None, persistent_workers: bool):
+                       shard_count: int, num_threads: int | None, persistent_workers: bool, /):
     """The :class:`ttlx.data.pipeline.Loader` of windows of one split (``records``: its record positions)."""
     import grain
 
