@@ -76,8 +76,7 @@ def weights_import(
 def weights_list(
     json_out: options.JsonOutput = False,
 ):
-    """List the named weights of every architecture: origin, what they were trained on, licence, input
-    convention, and whether they are cached."""
+    """List every source of every architecture: origin, training data, licence, input convention, cached."""
     from ttlx import registry
     from ttlx.models.architecture import Architecture
     from ttlx.models.weights.pretrained import weights_rows

@@ -34,7 +34,7 @@ INPUT_CONVENTIONS = {
 _XRV_HUB = "torchxrayvision/"
 _XRV_RELEASE = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
 _XRV_SEED0 = "-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
-XRV_ORIGIN = "torchxrayvision 1.5.7 (mlmed), release v1 and its hub mirror"
+XRV_ORIGIN = "torchxrayvision (mlmed)"  # release v1 files, mirrored on the hub; checked against 1.5.7
 XRV_LICENCE = "Apache-2.0"  # the code and the hub model cards
 # Facts checked against torchxrayvision 1.5.7 (models.py: URLs, 18 outputs, in_channels=1, normalize to
 # [-1024, 1024]) and the hub pages of torchxrayvision/<name>: pinned revisions that hold model.pt, and the
