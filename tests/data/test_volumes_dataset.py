@@ -123,3 +123,26 @@ def test_loose_dicom_files_and_folders_without_volumes(studies, tmp_path):
         prepare_dataset("volumes", tmp_path / "data", studies)
     with pytest.raises(DataError, match="has no sub-folders; put the volumes of each class in a sub-folder"):
         prepare_dataset("volumes", tmp_path / "data", studies / "negative" / "arrays")
+
+
+@pytest.mark.slow
+def test_named_nifti_studies_train_and_evaluate_from_the_command_line(tmp_path, tinynet3d):
+    from typer.testing import CliRunner
+
+    from ttlx.cli import app
+
+    for label, value in (("normal", -50), ("lesion", 250)):
+        for i in range(10):
+            _nifti(tmp_path / "studies" / label / f"s{i}.nii.gz", value + 5 * i, shape=(32, 32, 8))
+    data, run = tmp_path / "data", tmp_path / "run"
+    prepared = CliRunner().invoke(app, ["prepare", "volumes", "--manual-dir", str(tmp_path / "studies"),
+                                        "--name", "brain_mr", "--data-dir", str(data)])
+    assert prepared.exit_code == 0, prepared.output
+    trained = CliRunner().invoke(app, [
+        "train", "--dataset", "brain_mr", "--model", "tinynet3d", "--trunc", "-1", "--pretrained", "random",
+        "--head", "pool", "--image-size", "32", "--window", "4", "--bs", "4", "--max_epoch", "1", "--num_workers",
+        "0", "--data-dir", str(data), "--workdir", str(run), "--no-progress", "--test", "--bootstrap", "0"])
+    assert trained.exit_code == 0, trained.output
+    result = json.loads((run / "eval_test.json").read_text())
+    assert result["level"] == "study" and result["num_examples"] == 4  # 20% of 20 studies
+    assert result["windows"] == 2 * 4  # 8 slices in windows of 4

@@ -30,8 +30,8 @@ def prepare(
     name: Annotated[
         str | None, typer.Option(help="folder/csv/volumes: store your data under this name (then --dataset NAME).")
     ] = None,
-    csv: Annotated[Path | None, typer.Option(help="csv/bimcv: the CSV of image paths and labels.")] = None,
-    classes: Annotated[str | None, typer.Option(help="csv/folder: the class list, comma-separated.")] = None,
+    csv: Annotated[Path | None, typer.Option(help="csv/bimcv/volumes: the CSV of paths and labels.")] = None,
+    classes: Annotated[str | None, typer.Option(help="csv/folder/volumes: the class list, comma-separated.")] = None,
     uncertain: Annotated[str | None, typer.Option(help="chexpert: uncertain as ones, zeros, ignore.")] = None,
     frontal_only: Annotated[bool | None, typer.Option(help="chexpert: keep frontal views only.")] = None,
     count: Annotated[int | None, typer.Option(help="synthetic: number of images.")] = None,
