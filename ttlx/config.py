@@ -143,6 +143,7 @@ class ModelConfig(DictRecord):
     dtype: str = "float32"  # computation dtype; parameters and BatchNorm statistics stay float32
     window: int | None = None  # slices per window of a 3D network (None for 2D); image_size stays in-plane
     stochastic_depth: bool = True  # PENet's training-time stochastic depth (networks without it ignore it)
+    in_channels: int = 3  # of the first convolution: 1 keeps a grey chest-X-ray stem as published (Python API)
 
     def __post_init__(self) -> None:
         _plain_values(self)
@@ -151,6 +152,7 @@ class ModelConfig(DictRecord):
     def validate(self) -> None:
         """Raise :class:`ConfigError` with one sentence for a value no architecture can take."""
         check_text(self.arch, "--model")
+        check_choice(self.in_channels, "in_channels", (1, 3))
         check_int(self.trunc, "--trunc")
         check_bool(self.layerwise, "--layerwise")
         if self.head not in HEADS:

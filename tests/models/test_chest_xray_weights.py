@@ -130,3 +130,33 @@ def test_the_source_record_names_the_substitute_its_convention_and_colour_images
         "name": "imagenet", "resolved": "imagenet", "input": "imagenet"}
     assert source_record(get_architecture("resnet50"), "random") == {
         "name": "random", "resolved": "random", "input": "imagenet"}
+
+
+def test_a_grey_stem_loads_as_one_channel_and_matches_torchxrayvision_on_its_own_input(small_densenet):
+    with np.load(GOLDEN / "xrv_small.npz") as data:
+        x, expected_map = data["input"], data["out:norm5"]
+    model = loaded(small_densenet, trunc=-1, head=None, in_channels=1)
+    assert model.features.conv0.kernel.get_value().shape == (7, 7, 1, 16)
+    features = np.asarray(nnx.jit(lambda m, v: m(v))(model, x))  # [N, H, W, 1], as torchxrayvision takes it
+    assert np.abs(features - expected_map).max() <= TOLERANCE * np.abs(expected_map).max()
+
+
+def test_a_three_channel_stem_narrows_to_one_channel_as_its_sum():
+    kernel = np.random.default_rng(1).standard_normal((7, 7, 3, 4)).astype(np.float32)
+    flat, fitted = convert.replicate_grey_stem({"conv1.kernel": kernel}, {"conv1.kernel": (7, 7, 1, 4)})
+    assert fitted == ["conv1.kernel"]
+    np.testing.assert_allclose(flat["conv1.kernel"][:, :, 0], kernel.sum(axis=2), rtol=1e-6)
+    back, _ = convert.replicate_grey_stem(flat, {"conv1.kernel": (7, 7, 3, 4)})  # W/3 each: sums to the same
+    np.testing.assert_allclose(back["conv1.kernel"].sum(axis=2), kernel.sum(axis=2), rtol=1e-5)
+
+
+def test_resnet50_and_densenet121_build_a_one_channel_stem_on_request():
+    from ttlx.errors import ConfigError
+    from ttlx.models import resolve_config
+
+    for name, key in (("resnet50", "conv1"), ("densenet121", "features.conv0")):
+        arch, cfg = resolve_config(name, 1, head=None, in_channels=1)
+        shapes = convert.variable_shapes(nnx.eval_shape(lambda arch=arch, cfg=cfg: arch.build(cfg, nnx.Rngs(0))))
+        assert shapes[f"{key}.kernel"][2] == 1
+    with pytest.raises(ConfigError, match="in_channels"):
+        resolve_config("resnet50", in_channels=2)

@@ -125,9 +125,9 @@ def plan(cfg: ModelConfig, block_layers: tuple[int, ...] = BLOCK_LAYERS) -> tupl
 class Features(nnx.Module):
     """torchvision's ``features`` Sequential: conv0, norm0, pool0, denseblocks, transitions, norm5."""
 
-    def __init__(self, cfg: ModelConfig, block_layers: tuple[int, ...], *, rngs: nnx.Rngs, in_channels: int = 3):
+    def __init__(self, cfg: ModelConfig, block_layers: tuple[int, ...], *, rngs: nnx.Rngs):
         dtype = cfg.dtype
-        self.conv0 = layers.conv(in_channels, INIT_FEATURES, 7, stride=2, pad=3, rngs=rngs,
+        self.conv0 = layers.conv(cfg.in_channels, INIT_FEATURES, 7, stride=2, pad=3, rngs=rngs,
                                  init=layers.conv_init_fan_in, dtype=dtype)
         self.norm0 = layers.BatchNorm(INIT_FEATURES, rngs=rngs, dtype=dtype)
         kept, transitions, final_norm = plan(cfg, block_layers)

@@ -57,7 +57,7 @@ def kept_per_stage(bottlenecks: int) -> list[int]:
 class ResNet(Network):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         dtype = cfg.dtype
-        self.conv1 = layers.conv(3, 64, 7, stride=2, pad=3, rngs=rngs, dtype=dtype)
+        self.conv1 = layers.conv(cfg.in_channels, 64, 7, stride=2, pad=3, rngs=rngs, dtype=dtype)
         self.bn1 = layers.BatchNorm(64, rngs=rngs, dtype=dtype)
         stage_names = []
         cin = 64

@@ -90,19 +90,24 @@ def from_torchvision(state_dict: Mapping[str, np.ndarray], origin: str = "The st
 
 
 def replicate_grey_stem(flat: Mapping[str, np.ndarray], shapes: Mapping[str, tuple]) -> tuple[dict, list[str]]:
-    """Give a 1-channel first convolution (chest-X-ray weights) the 3 input channels of ``shapes``.
+    """Fit a first convolution's input channels to ``shapes``: 1 -> 3 and 3 -> 1.
 
-    Each of the 3 channels gets W/3, so on a grey image (3 equal channels) every output equals the 1-channel
-    convolution's, up to float rounding. Returns the weights and the keys so widened.
+    A 1-channel kernel W (chest-X-ray weights) becomes W/3 in each of 3 channels; a 3-channel kernel becomes
+    the sum over its channels. Either way, on a grey image (equal channels) every output equals the original
+    convolution's, up to float rounding. Returns the weights and the keys so fitted.
     """
-    out, widened = dict(flat), []
+    out, fitted = dict(flat), []
     for key, value in flat.items():
         want = shapes.get(key)
-        if value.ndim == 4 and want is not None and len(want) == 4 and value.shape[2] == 1 and want[2] == 3 \
-                and value.shape[:2] + value.shape[3:] == tuple(want[:2]) + tuple(want[3:]):
+        if value.ndim != 4 or want is None or len(want) != 4 or (value.shape[2], want[2]) not in ((1, 3), (3, 1)) \
+                or value.shape[:2] + value.shape[3:] != tuple(want[:2]) + tuple(want[3:]):
+            continue
+        if want[2] == 3:
             out[key] = np.repeat(value / np.float32(3), 3, axis=2).astype(np.float32)
-            widened.append(key)
-    return out, widened
+        else:
+            out[key] = value.sum(axis=2, keepdims=True, dtype=np.float32)
+        fitted.append(key)
+    return out, fitted
 
 
 def to_torchvision(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

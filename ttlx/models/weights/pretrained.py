@@ -153,7 +153,7 @@ def reference_shapes(arch: Architecture, model=None, cfg: ModelConfig | None = N
     key = (arch.name, type(arch).__qualname__)
     if key in _REFERENCE_SHAPES:
         return _REFERENCE_SHAPES[key]
-    whole = cfg is not None and (cfg.layerwise, cfg.trunc, cfg.slim_from) == (False, -1, None)
+    whole = cfg is not None and (cfg.layerwise, cfg.trunc, cfg.slim_from, cfg.in_channels) == (False, -1, None, 3)
     if model is not None and whole:
         head = arch.classifier_key + "."
         shapes = {k: s for k, s in convert.variable_shapes(model).items() if not k.startswith(head)}
