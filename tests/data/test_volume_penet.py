@@ -58,6 +58,14 @@ def test_all_pe_types_keep_the_subsegmental_positives(penet_dir, tmp_path):
         assert _counts(_split(root, split)) == (negatives, positives + dropped)
 
 
+def test_pe_types_the_data_does_not_have_are_refused(penet_dir, tmp_path):
+    from ttlx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--pe-types lobar names none of the PE types of the data "
+                                          r"\(central, segmental, subsegmental\)"):
+        prepare_dataset("penet", tmp_path / "data", penet_dir[0], pe_types="lobar")
+
+
 def test_a_manifest_gives_the_same_dataset(tmp_path):
     folder = tmp_path / "converted"
     records = penet_layout(folder, manifest=True)

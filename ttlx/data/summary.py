@@ -9,6 +9,7 @@ import numpy as np
 from ttlx.data.split_files import split_positions
 from ttlx.data.splits import SPLITS
 from ttlx.data.store import load_prepared
+from ttlx.data.windows import is_volumetric
 
 
 def summary_rows(root: Path, exp: int = 1) -> list[dict]:
@@ -27,7 +28,8 @@ def summary_rows(root: Path, exp: int = 1) -> list[dict]:
         row = {"class": name, **{s: int(counts[s][i]) for s in SPLITS}}
         rows.append({**row, "total": sum(row[s] for s in SPLITS)})
     sizes = prepared.meta["split_sizes"][f"exp{exp}"]
-    rows.append({"class": "images", **{s: sizes[s] for s in SPLITS}, "total": sum(sizes.values())})
+    unit = "studies" if is_volumetric(prepared) else "images"
+    rows.append({"class": unit, **{s: sizes[s] for s in SPLITS}, "total": sum(sizes.values())})
     return rows
 
 
@@ -36,7 +38,8 @@ def print_summary(root: Path, exp: int = 1) -> None:
     from rich.table import Table
 
     prepared = load_prepared(root.name, root.parent)
-    what = "positive images per finding" if prepared.multilabel else "images per class"
+    unit = "studies" if is_volumetric(prepared) else "images"
+    what = f"positive {unit} per finding" if prepared.multilabel else f"{unit} per class"
     table = Table(
         title=f"{prepared.name}: {what} and split (exp{exp} of 3)",
         caption=f"splits: {prepared.meta['splits']}",
@@ -50,5 +53,6 @@ def print_summary(root: Path, exp: int = 1) -> None:
     console.print(table)
     skipped = prepared.meta.get("skipped") or []
     if skipped:
-        console.print(f"[yellow]{len(skipped)} unreadable image(s) were skipped; see {root / 'skipped.csv'}.")
+        noun = "volume(s)" if unit == "studies" else "image(s)"
+        console.print(f"[yellow]{len(skipped)} unreadable {noun} were skipped; see {root / 'skipped.csv'}.")
     console.print(f"Prepared in {root}")

@@ -59,6 +59,10 @@ class PENet(DatasetSpec):
         else:
             raise DataError(f"The manual dir {manual_dir} holds neither {SERIES_LIST} nor {MANIFEST}; copy the PENet "
                             f"{SERIES_LIST} (or a {MANIFEST} of study,label,phase,pe_slices) beside the volumes.")
+        found = {s["type"] for s in studies if s["positive"]}
+        if wanted is not None and not wanted & found:
+            raise ConfigError(f"--pe-types {pe_types} names none of the PE types of the data "
+                              f"({', '.join(sorted(found)) or 'none'}); choose some of them, or all.")
         source = _VolumeSource(manual_dir, [s["study"] for s in studies])
         examples = []
         for s in studies:
