@@ -160,3 +160,18 @@ def test_resnet50_and_densenet121_build_a_one_channel_stem_on_request():
         assert shapes[f"{key}.kernel"][2] == 1
     with pytest.raises(ConfigError, match="in_channels"):
         resolve_config("resnet50", in_channels=2)
+
+
+def test_a_torchxrayvision_file_converts_only_under_a_name_and_keeps_its_convention(small_densenet, tmp_path,
+                                                                                      monkeypatch):
+    from ttlx.errors import WeightsError
+    from ttlx.models.weights.pretrained import convert_file
+    from ttlx.models.weights.sources import cached_metadata
+
+    monkeypatch.setenv("TTLX_CACHE_DIR", str(tmp_path))
+    with pytest.raises(WeightsError, match=r"xrv_small\.pt is a torchxrayvision model, not ImageNet weights; "
+                                           r"name it with --source \(a name\)\.$"):
+        convert_file(small_densenet, GOLDEN / "xrv_small.pt")
+    meta = cached_metadata(convert_file(small_densenet, GOLDEN / "xrv_small.pt", "mine"))
+    assert (meta["input"], meta["stem"], meta["origin"]) == ("xrv", "1 channel replicated to 3 (W/3 each)",
+                                                            "xrv_small.pt")

@@ -218,7 +218,7 @@ def convert_file(arch: Architecture, path: Path, name: str | None = None) -> Pat
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"The weights file {path} does not exist; check the path.")
-    name = name or known_source_of(arch, path.name) or arch.source_name_of(path.name) or "imagenet"
+    given, name = name, name or known_source_of(arch, path.name) or arch.source_name_of(path.name) or "imagenet"
     if name == "random":
         raise WeightsError("'random' names no weights; give another --source name.")
     if not SOURCE_NAME.fullmatch(name):
@@ -228,6 +228,10 @@ def convert_file(arch: Architecture, path: Path, name: str | None = None) -> Pat
     if expected:
         verify(path, expected, f"The torchvision file {path}", delete=False)
     weights = read_file(path, arch)
+    chest_xray = "torchxrayvision" in weights.metadata.get("classes", "")  # a whole torchxrayvision model
+    if chest_xray and given is None and name == "imagenet":
+        raise WeightsError(f"{path} is a torchxrayvision model, not ImageNet weights; name it with --source "
+                           f"({', '.join(n for n, h in arch.weights.items() if h.input == 'xrv') or 'a name'}).")
     reference = reference_shapes(arch)
     weights.flat, widened = convert.replicate_grey_stem(weights.flat, reference)
     plan = convert.plan_merge(reference, weights.flat, reference, classifier_key=arch.classifier_key)
@@ -235,7 +239,7 @@ def convert_file(arch: Architecture, path: Path, name: str | None = None) -> Pat
         full = describe(ModelConfig(arch=arch.name))
         raise WeightsError(convert.mismatch_message(plan, str(path), full, len(weights.flat)))
     hub = arch.weights.get(name)
-    metadata = {"origin": path.name, "input": hub.input if hub else "imagenet"}
+    metadata = {"origin": path.name, "input": hub.input if hub else "xrv" if chest_xray else "imagenet"}
     if widened:
         metadata["stem"] = "1 channel replicated to 3 (W/3 each)"
     return save_converted(arch.name, name, weights.flat, metadata)
