@@ -99,6 +99,9 @@ class TrainedRun:
         it) from the prepared dataset; a DataError saying what to pass when neither is there."""
         from ttlx.data.stored_form import StoredForm
 
+        if self.dataset.get("volumetric"):
+            raise DataError(f"{self.path} was trained on volumes, and image files cannot be its input; evaluate it "
+                            "on its dataset's studies with ttlx eval.")
         if self.dataset.get("stored"):
             return StoredForm.from_dict(self.dataset["stored"])
         from ttlx.data import pipeline
