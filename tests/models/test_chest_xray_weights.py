@@ -175,3 +175,10 @@ def test_a_torchxrayvision_file_converts_only_under_a_name_and_keeps_its_convent
     meta = cached_metadata(convert_file(small_densenet, GOLDEN / "xrv_small.pt", "mine"))
     assert (meta["input"], meta["stem"], meta["origin"]) == ("xrv", "1 channel replicated to 3 (W/3 each)",
                                                             "xrv_small.pt")
+
+
+def test_a_torchxrayvision_file_given_as_pretrained_brings_its_convention(small_densenet):
+    from ttlx.models.weights.sources import source_record
+
+    assert source_record(small_densenet, str(GOLDEN / "xrv_small.pt"))["input"] == "xrv"
+    assert source_record(small_densenet, str(GOLDEN / "reference_best.pt"))["input"] == "imagenet"

@@ -96,6 +96,10 @@ def source_record(arch: Architecture, pretrained: str, channels: int | None = No
         record["input"] = hub.input
     elif (path / "config.json").is_file():  # a run dir: the convention its own source gave it
         record["input"] = json.loads((path / "config.json").read_text()).get("source", {}).get("input", "imagenet")
+    elif path.is_file() and path.suffix != ".safetensors":  # a torch file: a torchxrayvision model is grey
+        from ttlx.models.weights.torchmodule import read_module_file
+
+        record["input"] = "xrv" if any("torchxrayvision" in c for c in read_module_file(path)[1]) else "imagenet"
     else:
         cached = path if path.suffix == ".safetensors" and path.is_file() else converted_path(arch.name, str(path))
         record["input"] = cached_metadata(cached).get("input", "imagenet") if cached.is_file() else "imagenet"
