@@ -152,15 +152,27 @@ def test_a_folder_of_dicom_files_is_prepared_and_bad_ones_listed(tmp_path):
         for i, name in enumerate(names):
             shutil.copy(bundled(name), root / label / f"{i}.dcm")
     Image.new("L", (8, 8), 7).save(root / "mr" / "extra.png")  # DICOM and other images mix
+    shutil.copy(bundled("CT_small.dcm"), root / "ct" / "IM0001")  # exports without a suffix, or named by UID
+    shutil.copy(bundled("CT_small.dcm"), root / "ct" / "1.2.840.113619.2.55.3")
+    (root / "ct" / "README").write_text("not an image")
     shutil.copy(bundled("emri_small.dcm"), root / "mr" / "multi.dcm")
     with pytest.raises(DataError, match=r"mr/multi.dcm \(10 frames in one file"):
         prepare_dataset("folder", tmp_path / "data", root, max_size=0)
     prepare_dataset("folder", tmp_path / "data", root, max_size=0, on_bad_image="skip")
     prepared = load_prepared("folder", tmp_path / "data")
-    assert prepared.meta["num_examples"] == 21 and prepared.meta["skipped"][0]["file"].endswith("multi.dcm")
+    assert prepared.meta["num_examples"] == 23 and prepared.meta["skipped"][0]["file"].endswith("multi.dcm")
+    assert {"ct/IM0001", "ct/1.2.840.113619.2.55.3"} <= set(prepared.position)
     reader = RecordReader(prepared.records_dir)
     position = prepared.position["ct/3.dcm"]
     stored = np.asarray(Image.open(io.BytesIO(reader.read(position)[0])).convert("L"))
     expected = dicom.read_image(bundled("CT_small.dcm"))
     assert np.abs(stored.astype(int) - expected).mean() < 2  # stored as JPEG (quality 95) in RGB
     assert pipeline.dataset_info("folder", tmp_path / "data").classes == ("ct", "mr")
+
+
+def test_a_header_claiming_too_many_pixels_is_refused_before_decoding(tmp_path):
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds.Rows = ds.Columns = 60000  # 3.6 gigapixels claimed, 32 KB of pixel data
+    ds.save_as(tmp_path / "bomb.dcm")
+    with pytest.raises(images.BadImage, match=r"^too large: 3600000000 pixels, over PIL's decompression-bomb limit"):
+        images.open_source(tmp_path / "bomb.dcm")

@@ -35,6 +35,14 @@ class DicomError(Exception):
     """A file that is not a readable DICOM image, or a series that is not one volume; the message says why."""
 
 
+class TooLarge(DicomError):
+    """A header that claims more pixels than the caller allows (refused before any pixel is decoded)."""
+
+    def __init__(self, pixels: int):
+        super().__init__(f"too large: {pixels} pixels")
+        self.pixels = pixels
+
+
 def is_dicom(source: Path | bytes) -> bool:
     """A ``.dcm`` name, or the DICM magic after the 128-byte preamble."""
     if isinstance(source, Path):
@@ -50,12 +58,16 @@ def is_dicom(source: Path | bytes) -> bool:
     return head[PREAMBLE:] == b"DICM"
 
 
-def read_image(source: Path | bytes) -> np.ndarray:
-    """The 8-bit image a 2D dataset stores for one DICOM file: HxW (grayscale) or HxWx3 (colour)."""
+def read_image(source: Path | bytes, max_pixels: int | None = None) -> np.ndarray:
+    """The 8-bit image a 2D dataset stores for one DICOM file: HxW (grayscale) or HxWx3 (colour). A header
+    claiming more than ``max_pixels`` pixels raises :class:`TooLarge` before anything is decoded."""
     ds = _read(source)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DicomError(f"{frames} frames in one file; a 2D dataset takes single-frame images (this is a volume)")
+    pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    if max_pixels is not None and pixels > max_pixels:
+        raise TooLarge(pixels)
     pixels = _pixels(ds)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric in ("MONOCHROME1", "MONOCHROME2"):

@@ -177,7 +177,9 @@ def _dicom_image(source: Path | bytes) -> Image.Image:
     from ttlx.data import dicom
 
     try:
-        array = dicom.read_image(source)
+        array = dicom.read_image(source, max_pixels=Image.MAX_IMAGE_PIXELS)
+    except dicom.TooLarge as err:
+        raise BadImage(_too_large(err.pixels)) from None
     except dicom.DicomError as err:
         if isinstance(source, Path) and source.is_file() and source.stat().st_size == 0:
             raise BadImage("empty file") from None

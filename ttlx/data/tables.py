@@ -89,4 +89,11 @@ def single_csv(folder: Path, dataset: str) -> Path:
 
 
 def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    """An image file by its suffix, or a DICOM file named without one (PACS exports: IM0001, or a UID)."""
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    from ttlx.data.dicom import is_dicom
+
+    return (path.suffix == "" or path.suffix[1:].isdigit()) and is_dicom(path)  # IM0001, 1.2.840.113619.2.55
