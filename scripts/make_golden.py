@@ -8,6 +8,12 @@ network and the NHWC feature map at every block-wise point and several layer-wis
 ttlx's units (``layer2.3``, ``transition1``). It also writes two tiny ``.pt`` files (zip and legacy
 format) and their expected arrays for the torch-free ``.pth`` reader. Only small outputs are written,
 never the weights. The functions above ``main`` import no torch, so tests import this file.
+
+``xrv`` (needs ``pip install torchxrayvision``, 1.5.7 used) writes a torchxrayvision DenseNet with small
+widths pickled whole in torch's legacy format, as the published chest-X-ray files are, with its feature
+maps on grey inputs (``xrv_small.pt``/``.npz``), and a reference-style ``best.pt``
+(``DataParallel(Sequential(backbone, head))``, zip format) for the restricted module reader. Usage:
+``python scripts/make_golden.py [resnet50 densenet201 densenet121 torchfile xrv]`` (all when none given).
 """
 
 from __future__ import annotations

@@ -140,3 +140,23 @@ def test_the_release_file_name_converts_under_its_source_name(tinynet, tmp_path,
     file = torch_zip(tmp_path / RELEASE.rsplit("/", 1)[-1], tiny_state("tinynet"))
     path = convert_file(xrv_like(tinynet), file)
     assert path == converted_path("tinychex", "xrv-chex")
+
+
+def test_densenet121_with_pretrained_chexpert_offline_says_what_to_download_and_run(cache, monkeypatch):
+    import huggingface_hub as hf
+
+    from ttlx.models import resolve_config
+    from ttlx.models.weights.pretrained import read_weights
+
+    monkeypatch.setattr(hf, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(hf.constants, "HF_HUB_OFFLINE", True)
+    no_release_download(monkeypatch, calls := [])
+    arch, cfg = resolve_config("densenet121", 2, head=None)
+    with pytest.raises(WeightsError) as err:
+        read_weights(arch, cfg, "chexpert")
+    assert str(err.value) == (
+        "The xrv-chex weights of densenet121 are not cached and cannot be downloaded (offline?); download "
+        "https://huggingface.co/torchxrayvision/densenet121-res224-chex/resolve/"
+        f"66ba023a17ca0315462d8db05c3954d4f4aaf92a/model.pt (or {RELEASE}) on a machine with internet, run "
+        "`ttlx weights convert densenet121 FILE --source xrv-chex` here, or start from `--pretrained random`.")
+    assert calls == []
