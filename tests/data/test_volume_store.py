@@ -25,7 +25,7 @@ def test_synthetic3d_is_stored_as_int16_with_spacing_and_slice_labels(synth3d):
     meta = json.loads((synth3d / "prepared.json").read_text())
     assert meta["num_examples"] == 20 and meta["classes"] == ["negative", "positive"]
     store = VolumeStore(synth3d / meta["records"])
-    assert len(store) == 20 and store.shape(3) == (12, 16, 16)
+    assert len(store) == 20 and store.shape(3) == (12, 16, 16) and store.intensity_window == (-100.0, 900.0)
     expected = synthetic_volume(3, 12, 16)  # the ids are in catalog order: study 3 is position 3
     np.testing.assert_array_equal(store.volume(3), expected.hu)
     assert store.spacing(3) == expected.spacing
@@ -108,12 +108,14 @@ def test_bad_volumes_are_listed_by_name_and_stop_the_build(volumes_test, tmp_pat
 
 
 def test_skipped_volumes_are_recorded(volumes_test, tmp_path):
+    volumes_test.intensity_window = (0.0, 255.0)  # not CT: the values the loader scales to [0, 1]
     root = prepare_dataset("volumes_test", tmp_path / "data", on_bad_image="skip")
     prepared = load_prepared("volumes_test", tmp_path / "data")
     assert prepared.meta["num_examples"] == 10 and len(prepared.meta["skipped"]) == 4
     store = VolumeStore(prepared.records_dir)
     assert [int(store.volume(p)[0, 0, 0]) for p in range(10)] == list(range(10))
     assert store.spacing(0) == (2.0, 0.5, 0.5) and store.slice_labels(0) is None
+    assert store.intensity_window == (0.0, 255.0)
     assert len(list(csv.DictReader(open(root / "skipped.csv")))) == 4
 
 

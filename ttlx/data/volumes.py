@@ -7,7 +7,8 @@ read its source raises :class:`BadVolume` with a short reason (``load_npy`` does
 the build lists every bad volume by name and stops unless ``--on-bad-image skip``, as for 2D images.
 :func:`checked` refuses the rest: not three dimensions, no voxels, a float, bool or object dtype (HU are
 integers: convert and round first), values outside int16, a non-positive spacing, slice labels outside the
-volume.
+volume. A spec whose voxels are not CT Hounsfield units sets ``intensity_window = (low, high)``, the values
+the loader scales to [0, 1] (default: the PENet reference's [-100, 900] HU).
 
 **How they are stored** (under ``<dataset>/records/``, where 2D datasets keep their ArrayRecord files). Every
 slice is shrunk, keeping the aspect ratio, so that its longer side is at most the spec's ``max_size`` (area
@@ -40,6 +41,7 @@ VOXELS = "voxels.i16"
 STUDIES = "studies.npz"
 SLICE_LABELS = "slice_labels.csv"
 AIR_HU = -1000  # the padding value beyond a study's first and last slice
+HU_WINDOW = (-100.0, 900.0)  # the PENet reference's contrast window; a spec may set its own intensity_window
 _CHUNK = 8  # volumes read ahead of the writer (a CT study holds ~100 MB before the in-plane shrink)
 
 
@@ -149,7 +151,8 @@ def build_volumes(root: Path, dataset: str, spec: DatasetSpec, catalog: Catalog,
              spacing=np.asarray(spacings, np.float32).reshape(-1, 3),
              slice_starts=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
              slice_labels=np.concatenate(labels) if labels else np.zeros(0, np.uint8),
-             labels_known=np.asarray(known, bool))
+             labels_known=np.asarray(known, bool),
+             intensity_window=np.asarray(getattr(spec, "intensity_window", HU_WINDOW), np.float32))
     with open(root.parent / SLICE_LABELS, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "slices", "positive_slices"])
@@ -222,6 +225,12 @@ class VolumeStore:
             self._voxels = (np.memmap(path, dtype=np.int16, mode="r") if path.stat().st_size
                             else np.zeros(0, np.int16))
         return self._voxels
+
+    @property
+    def intensity_window(self) -> tuple[float, float]:
+        """The (low, high) values the loader scales to [0, 1]: the spec's ``intensity_window``, else HU_WINDOW."""
+        window = self.studies.get("intensity_window")
+        return HU_WINDOW if window is None else (float(window[0]), float(window[1]))
 
     def shape(self, position: int) -> tuple[int, int, int]:
         return tuple(int(v) for v in self.studies["shapes"][position])

@@ -95,9 +95,9 @@ class LoadWindow:
         record, start, rng = self.choose(position, index)
         voxels = self.store.window(record, start, self.window)
         if rng is None:
-            image = augment3d.eval_window(voxels, self.image_size)
+            image = augment3d.eval_window(voxels, self.image_size, self.store.intensity_window)
         else:
-            image = augment3d.train_window(voxels, self.image_size, rng)
+            image = augment3d.train_window(voxels, self.image_size, rng, hu_window=self.store.intensity_window)
         study_label = self.labels[record]
         label = window_label(self.store, record, int(study_label), start, self.window)
         out = {"image": image, "id": str(self.ids[record]) if mask else "", "start": np.int32(start),
