@@ -108,3 +108,26 @@ def test_files_without_a_dcm_name_are_found_by_their_magic(tmp_path):
     (tmp_path / "DICOMDIR.txt").write_text("an index a viewer left")
     volume, spacing = dicom.read_series(tmp_path)
     assert volume.shape == (3, 128, 128) and spacing[0] == pytest.approx(5.0)
+
+
+def _data_store(name: str) -> Path:
+    store = pytest.importorskip("data_store", reason="pydicom-data (pip install 'ttlx[test]') holds this file")
+    return Path(store.__file__).parent / "data" / name
+
+
+def test_an_enhanced_ct_file_is_one_volume_with_its_functional_groups():
+    from ttlx.data.dicom_frames import read_frames
+
+    path = _data_store("eCT_Supplemental.dcm")  # Enhanced CT, 2 frames at z -159 and -149, rescale in a group
+    volume, spacing = read_frames(path)
+    raw = pydicom.dcmread(path).pixel_array.astype(np.float64)
+    # orientation rows along -x, columns along +y: the normal is -z, so z = -149 comes first along it
+    assert spacing == pytest.approx((10.0, 0.388672, 0.388672))
+    assert np.array_equal(volume, raw[[1, 0]] - 1024)
+
+
+def test_a_multi_frame_file_without_positions_is_refused():
+    from ttlx.data.dicom_frames import read_frames
+
+    with pytest.raises(dicom.DicomError, match=r"^10 frame\(s\) without per-frame positions"):
+        read_frames(_data_store("emri_small.dcm"))

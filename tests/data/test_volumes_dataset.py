@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -118,8 +119,8 @@ def test_a_csv_of_volumes_groups_by_its_patient_column_under_a_name(studies, tmp
 
 def test_loose_dicom_files_and_folders_without_volumes(studies, tmp_path):
     shutil.copy(next((studies / "negative" / "series_0").iterdir()), studies / "negative" / "loose.dcm")
-    with pytest.raises(DataError, match=r"negative holds DICOM files directly \(loose.dcm\); put each series in a "
-                                        r"folder of its own"):
+    with pytest.raises(DataError, match=r"negative holds single-slice DICOM files directly \(loose.dcm\); put each "
+                                        r"series in a folder of its own"):
         prepare_dataset("volumes", tmp_path / "data", studies)
     with pytest.raises(DataError, match="has no sub-folders; put the volumes of each class in a sub-folder"):
         prepare_dataset("volumes", tmp_path / "data", studies / "negative" / "arrays")
@@ -146,3 +147,19 @@ def test_named_nifti_studies_train_and_evaluate_from_the_command_line(tmp_path, 
     result = json.loads((run / "eval_test.json").read_text())
     assert result["level"] == "study" and result["num_examples"] == 4  # 20% of 20 studies
     assert result["windows"] == 2 * 4  # 8 slices in windows of 4
+
+
+def test_an_enhanced_multi_frame_file_in_a_class_folder_is_a_volume(studies, tmp_path):
+    store = pytest.importorskip("data_store", reason="pydicom-data holds the Enhanced CT file")
+    data = Path(store.__file__).parent / "data"
+    shutil.copy(data / "eCT_Supplemental.dcm", studies / "positive" / "enhanced.dcm")
+    shutil.copy(data / "emri_small.dcm", studies / "negative" / "no_positions.dcm")
+    with pytest.raises(DataError, match=r"negative/no_positions.dcm \(10 frame\(s\) without per-frame positions"):
+        prepare_dataset("volumes", tmp_path / "data", studies, max_size=128)
+    (studies / "negative" / "no_positions.dcm").unlink()
+    prepared = load_prepared(prepare_dataset("volumes", tmp_path / "data", studies, max_size=128).name,
+                             tmp_path / "data")
+    position = prepared.position["positive/enhanced.dcm"]
+    volumes = VolumeStore(prepared.records_dir)
+    assert volumes.shape(position) == (2, 128, 128)
+    assert volumes.spacing(position) == pytest.approx((10.0, 0.388672 * 4, 0.388672 * 4))

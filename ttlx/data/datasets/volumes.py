@@ -1,13 +1,14 @@
 """``volumes``: a user's own CT/MRI volumes with study-level labels, one sub-folder per class or a CSV.
 
 A volume is a NIfTI file (``.nii``, ``.nii.gz``, read by :mod:`ttlx.data.nifti`), a folder holding one DICOM
-series (:func:`ttlx.data.dicom.read_series`: slices sorted along the slice normal, spacing from the positions)
-or a ``.npy`` array of integer HU (slices, height, width). Without ``--csv`` the manual dir holds one
-sub-folder per class; inside a class folder every NIfTI or ``.npy`` file is a volume and every folder of
-DICOM files a series (DICOM files directly in a class folder are refused: put each series in a folder). With
-``--csv FILE`` the rows are ``path,label[,group][,id]`` as for ``csv``, a path naming a file or a series
-folder under the manual dir. Splits are random 64/16/20 x 3 repeats stratified by class and grouped by
-patient: the CSV's group column, else a DICOM series' PatientID; a volume without either is its own group.
+series (:func:`ttlx.data.dicom.read_series`: slices sorted along the slice normal, spacing from the positions),
+an enhanced multi-frame DICOM file (:mod:`ttlx.data.dicom_frames`) or a ``.npy`` array of integer HU (slices,
+height, width). Without ``--csv`` the manual dir holds one sub-folder per class; inside a class folder every
+NIfTI or ``.npy`` file is a volume and every folder of DICOM files a series (single-slice DICOM files directly
+in a class folder are refused: one folder per series). With ``--csv FILE`` the rows are
+``path,label[,group][,id]`` as for ``csv``, a path naming a file or a series folder under the manual dir. Splits
+are random 64/16/20 x 3 repeats stratified by class and grouped by patient: the CSV's group column, else a DICOM
+series' PatientID; a volume without either is its own group.
 
 Voxels become int16: DICOM values through Rescale Slope/Intercept and NIfTI values through their scaling are
 rounded (HU are whole numbers); a floating-point NIfTI or ``.npy`` with fractions is a bad volume, as is one
@@ -25,6 +26,7 @@ import numpy as np
 from ttlx.data import dicom, nifti
 from ttlx.data.datasets.csvlist import CsvList
 from ttlx.data.datasets.folder import class_list
+from ttlx.data.dicom_frames import frame_count, read_frames
 from ttlx.data.spec import Catalog, Example, require_manual_dir
 from ttlx.data.volumes import BadVolume, Volume, load_npy
 from ttlx.errors import DataError
@@ -67,11 +69,12 @@ class Volumes(CsvList):
 
 def volumes_in(folder: Path) -> list[Path]:
     """The volumes under a class folder: NIfTI and .npy files, and the folders that hold DICOM files."""
-    found = []
-    loose = [p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and _dicom_file(p)]
-    if loose:
-        raise DataError(f"{folder} holds DICOM files directly ({', '.join(sorted(loose)[:3])}); put each series in "
-                        "a folder of its own inside the class folder.")
+    loose = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and _dicom_file(p))
+    found = [p for p in loose if _frames(p) > 1]  # an enhanced multi-frame file holds a whole series
+    single = [p.name for p in loose if p not in found]
+    if single:
+        raise DataError(f"{folder} holds single-slice DICOM files directly ({', '.join(single[:3])}); put each "
+                        "series in a folder of its own inside the class folder.")
     for here, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(here)
@@ -101,6 +104,12 @@ class VolumeFile:
             return Volume(whole_numbers(values, rounded=True), spacing)
         if not path.exists():
             raise BadVolume("file not found")
+        if _dicom_file(path):
+            try:
+                values, spacing = read_frames(path)
+            except dicom.DicomError as err:
+                raise BadVolume(str(err)) from None
+            return Volume(whole_numbers(values, rounded=True), spacing)
         if nifti.is_nifti(path):
             try:
                 values, spacing = nifti.read_nifti(path)
@@ -134,11 +143,16 @@ def _dicom_file(path: Path) -> bool:
     return not nifti.is_nifti(path) and not path.name.lower().endswith(".npy") and dicom.is_dicom(path)
 
 
+def _frames(path: Path) -> int:
+    try:
+        return frame_count(path)
+    except dicom.DicomError:
+        return 2  # unreadable: listed as a bad volume with its reason when the dataset is stored
+
+
 def _patient(path: Path) -> str:
-    """The PatientID of a DICOM series (from one slice's header), '' for files or a series without one."""
-    if not path.is_dir():
-        return ""
-    for file in sorted(path.iterdir()):
+    """The PatientID of a DICOM series or multi-frame file (one header), '' for other files or without one."""
+    for file in sorted(path.iterdir()) if path.is_dir() else [path]:
         if file.is_file() and _dicom_file(file):
             try:
                 import pydicom

@@ -1,0 +1,61 @@
+"""An enhanced multi-frame DICOM file (Enhanced CT/MR: the whole series in one file) as a volume.
+
+The geometry lives in functional groups: each frame's ImagePositionPatient in its PlanePositionSequence, the
+orientation (PlaneOrientationSequence), pixel spacing (PixelMeasuresSequence) and rescale
+(PixelValueTransformationSequence) per frame or shared by all. Frames are sorted and checked as the slices of
+a series folder are (:func:`ttlx.data.dicom.read_series`): along the slice normal, spacing from the positions,
+missing frames and uneven steps refused. A multi-frame file without per-frame positions is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ttlx.data.dicom import DicomError, _pixels, _read, _slice_spacing
+
+
+def frame_count(path: Path) -> int:
+    """NumberOfFrames from the header alone (1 for a single-frame file)."""
+    return int(_read(path, pixels=False).get("NumberOfFrames", 1) or 1)
+
+
+def read_frames(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The volume (slices, rows, columns) of modality values and its spacing in mm of one multi-frame file."""
+    ds = _read(path)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
+    if frames < 2 or per_frame is None or len(per_frame) != frames:
+        raise DicomError(f"{frames} frame(s) without per-frame positions (PerFrameFunctionalGroupsSequence); a "
+                         "volume file needs them (or export one file per slice into a series folder)")
+
+    def group(frame, name: str):
+        for item in (frame, shared):
+            if item is not None and name in item and len(item[name].value):
+                return item[name].value[0]
+        return None
+
+    planes = [group(f, "PlanePositionSequence") for f in per_frame]
+    orientations = [group(f, "PlaneOrientationSequence") for f in per_frame]
+    if any(p is None or "ImagePositionPatient" not in p for p in planes) or any(o is None for o in orientations):
+        raise DicomError("frames without a position or orientation (PlanePosition/PlaneOrientationSequence)")
+    directions = np.asarray([[float(v) for v in o.ImageOrientationPatient] for o in orientations])
+    if np.abs(directions - directions[0]).max() > 1e-3:
+        raise DicomError("frames with different orientations (ImageOrientationPatient)")
+    normal = np.cross(directions[0][:3], directions[0][3:])
+    normal /= np.linalg.norm(normal)
+    heights = np.asarray([np.dot([float(v) for v in p.ImagePositionPatient], normal) for p in planes])
+    measures = group(per_frame[0], "PixelMeasuresSequence")
+    row_mm, col_mm = (float(v) for v in measures.PixelSpacing) if measures is not None else (1.0, 1.0)
+    pixels = _pixels(ds).astype(np.float64)
+    if pixels.shape[0] != frames:
+        raise DicomError(f"pixel data of shape {pixels.shape} for {frames} frames")
+    for k, frame in enumerate(per_frame):
+        rescale = group(frame, "PixelValueTransformationSequence") or ds
+        slope, intercept = float(rescale.get("RescaleSlope", 1) or 1), float(rescale.get("RescaleIntercept", 0) or 0)
+        pixels[k] = pixels[k] * slope + intercept
+    order = np.argsort(heights, kind="stable")
+    spacing = _slice_spacing(heights[order], [f"frame {k + 1}" for k in order])
+    return pixels[order], (spacing, row_mm, col_mm)
