@@ -155,6 +155,7 @@ def test_densenet121_with_pretrained_chexpert_offline_says_what_to_download_and_
     with pytest.raises(WeightsError) as err:
         read_weights(arch, cfg, "chexpert")
     assert str(err.value) == (
+        "--pretrained chexpert stands for xrv-chex here, the paper's CheXpert weights never having been released: "
         "The xrv-chex weights of densenet121 are not cached and cannot be downloaded (offline?); download "
         "https://huggingface.co/torchxrayvision/densenet121-res224-chex/resolve/"
         f"66ba023a17ca0315462d8db05c3954d4f4aaf92a/model.pt (or {RELEASE}) on a machine with internet, run "

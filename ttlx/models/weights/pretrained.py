@@ -23,6 +23,7 @@ from ttlx.models.architecture import Architecture
 from ttlx.models.weights import convert
 from ttlx.models.weights.download import download, torchvision_hash_prefix, verify
 from ttlx.models.weights.safetensors_file import read_safetensors
+from ttlx.models.weights.sources import source_rows as weights_rows  # noqa: F401  (ttlx weights list's rows)
 
 FLAX_FORMAT = "ttlx-flax-nnx-1"  # metadata tag of files already in the Flax layout
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -38,6 +39,7 @@ class Source:
     kind: str
     value: Any = None
     label: str = ""
+    stands_for: str = ""  # "chexpert" when a public source substitutes for the paper's unreleased weights
 
 
 @dataclass
@@ -74,6 +76,8 @@ def resolve_source(arch: Architecture, source: Any) -> Source:
         from ttlx.models.weights.sources import chexpert_source
 
         name = chexpert_source(arch)[0]
+        if name != CHEXPERT:
+            return Source("named", name, f"the {name} weights of {arch.name} (for chexpert)", CHEXPERT)
     if name in source_names(arch):
         return Source("named", name, f"the {name} weights of {arch.name}")
     path = Path(name).expanduser()
@@ -139,7 +143,13 @@ def read_source(arch: Architecture, source: Source) -> SourceWeights | None:
         return read_file(source.value, arch)
     path = converted_path(arch.name, source.value)
     if not path.exists():
-        fetch(arch, source.value)
+        try:
+            fetch(arch, source.value)
+        except WeightsError as err:
+            if not source.stands_for:
+                raise
+            raise WeightsError(f"--pretrained {source.stands_for} stands for {source.value} here, the paper's "
+                               f"CheXpert weights never having been released: {err}") from None
     weights = read_file(path)
     weights.origin = source.label
     return weights
@@ -283,11 +293,3 @@ def fetch(arch: Architecture, source: str = "imagenet", *, force: bool = False) 
     if target.exists() and not force:
         return target
     return convert_file(arch, download(arch.name, source, arch.weights[source]), source)
-
-
-def weights_rows(arch: Architecture) -> list[dict[str, Any]]:
-    """One row per named source of ``arch``: where it comes from, what it was trained on, its licence and
-    input convention, and whether it is cached (see ``sources.source_rows``)."""
-    from ttlx.models.weights.sources import source_rows
-
-    return source_rows(arch)
