@@ -131,3 +131,9 @@ def test_a_multi_frame_file_without_positions_is_refused():
 
     with pytest.raises(dicom.DicomError, match=r"^10 frame\(s\) without per-frame positions"):
         read_frames(_data_store("emri_small.dcm"))
+
+
+def test_rescaled_values_outside_int16_are_refused_by_slice(tmp_path):
+    ct_series(tmp_path, [0, 2, 4], rescale=(100, 0))  # CT_small's values times 100 leave int16
+    with pytest.raises(dicom.DicomError, match=r"^slice_\d+.dcm holds values -?\d+\.\.\d+, outside int16$"):
+        dicom.read_series(tmp_path)

@@ -127,7 +127,8 @@ def window(values: np.ndarray, center: float, width: float, function: str = "LIN
 
 
 def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """The volume (slices, rows, columns) of modality values and its spacing in mm of the series in ``folder``."""
+    """The volume (slices, rows, columns) of modality values rounded to int16 (HU for CT) and its spacing in mm
+    of the series in ``folder``; one slice at a time is held as float."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_dicom(p))
     if not files:
         raise DicomError("no DICOM files in the folder")
@@ -139,16 +140,24 @@ def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     order = sorted(headers, key=lambda h: float(np.dot(_position(h), normal)))
     positions = np.asarray([np.dot(_position(h), normal) for h in order])
     spacing = _slice_spacing(positions, [p.name for p, _ in order])
-    slices = []
-    for path, _ in order:
+    volume = np.empty((len(order), *shape), np.int16)
+    for k, (path, _) in enumerate(order):
         ds = _read(path)
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise DicomError(f"{path.name} holds several frames; a series folder holds one slice per file")
         pixels = _pixels(ds)
         if pixels.shape != shape:
             raise DicomError(f"{path.name} is {pixels.shape}, the other slices {shape}")
-        slices.append(modality(pixels, ds))
-    return np.stack(slices), (spacing, row_mm, col_mm)
+        volume[k] = whole_int16(modality(pixels, ds), path.name)
+    return volume, (spacing, row_mm, col_mm)
+
+
+def whole_int16(values: np.ndarray, where: str) -> np.ndarray:
+    """Modality values rounded to int16; DicomError naming ``where`` for values outside int16."""
+    whole = np.rint(values)
+    if whole.size and (whole.min() < -32768 or whole.max() > 32767):
+        raise DicomError(f"{where} holds values {int(whole.min())}..{int(whole.max())}, outside int16")
+    return whole.astype(np.int16)
 
 
 def _geometry(headers) -> tuple[np.ndarray, float, float, tuple[int, int]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttlx.data.dicom import DicomError, _pixels, _read, _slice_spacing
+from ttlx.data.dicom import DicomError, _pixels, _read, _slice_spacing, whole_int16
 
 
 def frame_count(path: Path) -> int:
@@ -22,7 +22,8 @@ def frame_count(path: Path) -> int:
 
 
 def read_frames(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """The volume (slices, rows, columns) of modality values and its spacing in mm of one multi-frame file."""
+    """The volume (slices, rows, columns) of modality values rounded to int16 and its spacing in mm of one
+    multi-frame file."""
     ds = _read(path)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
@@ -49,13 +50,14 @@ def read_frames(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     heights = np.asarray([np.dot([float(v) for v in p.ImagePositionPatient], normal) for p in planes])
     measures = group(per_frame[0], "PixelMeasuresSequence")
     row_mm, col_mm = (float(v) for v in measures.PixelSpacing) if measures is not None else (1.0, 1.0)
-    pixels = _pixels(ds).astype(np.float64)
-    if pixels.shape[0] != frames:
-        raise DicomError(f"pixel data of shape {pixels.shape} for {frames} frames")
-    for k, frame in enumerate(per_frame):
-        rescale = group(frame, "PixelValueTransformationSequence") or ds
-        slope, intercept = float(rescale.get("RescaleSlope", 1) or 1), float(rescale.get("RescaleIntercept", 0) or 0)
-        pixels[k] = pixels[k] * slope + intercept
     order = np.argsort(heights, kind="stable")
     spacing = _slice_spacing(heights[order], [f"frame {k + 1}" for k in order])
-    return pixels[order], (spacing, row_mm, col_mm)
+    pixels = _pixels(ds)
+    if pixels.ndim != 3 or pixels.shape[0] != frames:
+        raise DicomError(f"pixel data of shape {pixels.shape} for {frames} frames")
+    volume = np.empty(pixels.shape, np.int16)
+    for out, k in enumerate(order):
+        rescale = group(per_frame[k], "PixelValueTransformationSequence") or ds
+        slope, intercept = float(rescale.get("RescaleSlope", 1) or 1), float(rescale.get("RescaleIntercept", 0) or 0)
+        volume[out] = whole_int16(pixels[k] * slope + intercept, f"frame {k + 1}")
+    return volume, (spacing, row_mm, col_mm)
