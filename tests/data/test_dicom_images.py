@@ -176,3 +176,13 @@ def test_a_header_claiming_too_many_pixels_is_refused_before_decoding(tmp_path):
     ds.save_as(tmp_path / "bomb.dcm")
     with pytest.raises(images.BadImage, match=r"^too large: 3600000000 pixels, over PIL's decompression-bomb limit"):
         images.open_source(tmp_path / "bomb.dcm")
+
+
+def test_predict_stores_a_dicom_file_as_prepare_did():
+    from ttlx.data.stored_form import StoredForm
+
+    form = StoredForm(channels=1, encoding="png", max_size=64, pad_square=False)
+    stored = np.asarray(Image.open(io.BytesIO(form.store(bundled("CT_small.dcm")))))
+    expected = Image.fromarray(dicom.read_image(bundled("CT_small.dcm"))).resize((64, 64), Image.BILINEAR,
+                                                                                 reducing_gap=3.0)
+    assert stored.shape == (64, 64) and np.array_equal(stored, np.asarray(expected))
