@@ -186,3 +186,21 @@ def test_predict_stores_a_dicom_file_as_prepare_did():
     expected = Image.fromarray(dicom.read_image(bundled("CT_small.dcm"))).resize((64, 64), Image.BILINEAR,
                                                                                  reducing_gap=3.0)
     assert stored.shape == (64, 64) and np.array_equal(stored, np.asarray(expected))
+
+
+def test_every_real_dicom_file_is_an_image_or_a_bad_image_with_a_reason():
+    """pydicom's and pydicom-data's ~240 files (SR, RT plans, broken headers, odd syntaxes): none may raise
+    anything but BadImage, and every reason is one short line."""
+    folders = [Path(pydicom.__file__).parent / "data" / "test_files"]
+    store = pytest.importorskip("data_store", reason="pydicom-data holds most of the files")
+    folders.append(Path(store.__file__).parent / "data")
+    files = [p for folder in folders for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".dcm", "")]
+    assert len(files) > 200
+    opened, reasons = 0, []
+    for path in files:
+        try:
+            images.open_source(path).close()
+            opened += 1
+        except images.BadImage as bad:
+            reasons.append(str(bad))
+    assert opened > 100 and all(r and "\n" not in r and len(r) < 200 for r in reasons)

@@ -62,13 +62,20 @@ def read_image(source: Path | bytes, max_pixels: int | None = None) -> np.ndarra
     """The 8-bit image a 2D dataset stores for one DICOM file: HxW (grayscale) or HxWx3 (colour). A header
     claiming more than ``max_pixels`` pixels raises :class:`TooLarge` before anything is decoded."""
     ds = _read(source)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = number(ds, "NumberOfFrames", 1)
     if frames > 1:
         raise DicomError(f"{frames} frames in one file; a 2D dataset takes single-frame images (this is a volume)")
-    pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    pixels = number(ds, "Rows", 0) * number(ds, "Columns", 0)
     if max_pixels is not None and pixels > max_pixels:
         raise TooLarge(pixels)
     pixels = _pixels(ds)
+    try:
+        return _displayed(pixels, ds)
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, ZeroDivisionError) as err:
+        raise DicomError(f"unusable LUT, window or colour header ({_short(err)})") from None
+
+
+def _displayed(pixels: np.ndarray, ds) -> np.ndarray:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         if pixels.ndim != 2:
@@ -83,7 +90,7 @@ def read_image(source: Path | bytes, max_pixels: int | None = None) -> np.ndarra
         rgb = apply_color_lut(pixels, ds)
         top = 255 if rgb.dtype == np.uint8 else 65535
     else:  # RGB, or YBR that pydicom converted to RGB
-        rgb, top = pixels, 2 ** int(ds.get("BitsStored", 8)) - 1
+        rgb, top = pixels, 2 ** number(ds, "BitsStored", 8) - 1
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise DicomError(f"{photometric} pixel data of shape {rgb.shape}")
     return np.clip(np.rint(rgb.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
@@ -143,7 +150,7 @@ def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     volume = np.empty((len(order), *shape), np.int16)
     for k, (path, _) in enumerate(order):
         ds = _read(path)
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        if number(ds, "NumberOfFrames", 1) > 1:
             raise DicomError(f"{path.name} holds several frames; a series folder holds one slice per file")
         pixels = _pixels(ds)
         if pixels.shape != shape:
@@ -169,7 +176,7 @@ def _geometry(headers) -> tuple[np.ndarray, float, float, tuple[int, int]]:
         raise DicomError("slices with different orientations (ImageOrientationPatient)")
     row, col = orientations[0][:3], orientations[0][3:]
     normal = np.cross(row, col)
-    shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in headers}
+    shapes = {(number(ds, "Rows", 0), number(ds, "Columns", 0)) for _, ds in headers}
     if len(shapes) > 1:
         raise DicomError(f"slices of different sizes: {', '.join(f'{r}x{c}' for r, c in sorted(shapes))}")
     pixel_spacing = {tuple(float(v) for v in ds.get("PixelSpacing", (1.0, 1.0))) for _, ds in headers}
@@ -242,6 +249,17 @@ def _short(err: Exception) -> str:
     if "expected" in text.lower() and ("bytes" in text.lower() or "length" in text.lower()):
         return "truncated pixel data"
     return text[:80]
+
+
+def number(ds, keyword: str, default: int) -> int:
+    """An integer header field (``default`` when absent or blank); DicomError naming a value that is no integer."""
+    value = ds.get(keyword, default)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise DicomError(f"{keyword} is not a whole number ({str(value)[:20]!r})") from None
 
 
 def _first(value) -> float | None:

@@ -13,19 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ttlx.data.dicom import DicomError, _pixels, _read, _slice_spacing, whole_int16
+from ttlx.data.dicom import DicomError, _pixels, _read, _slice_spacing, number, whole_int16
 
 
 def frame_count(path: Path) -> int:
     """NumberOfFrames from the header alone (1 for a single-frame file)."""
-    return int(_read(path, pixels=False).get("NumberOfFrames", 1) or 1)
+    return number(_read(path, pixels=False), "NumberOfFrames", 1)
 
 
 def read_frames(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The volume (slices, rows, columns) of modality values rounded to int16 and its spacing in mm of one
     multi-frame file."""
     ds = _read(path)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = number(ds, "NumberOfFrames", 1)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
     if frames < 2 or per_frame is None or len(per_frame) != frames:
