@@ -163,3 +163,30 @@ def test_an_enhanced_multi_frame_file_in_a_class_folder_is_a_volume(studies, tmp
     volumes = VolumeStore(prepared.records_dir)
     assert volumes.shape(position) == (2, 128, 128)
     assert volumes.spacing(position) == pytest.approx((10.0, 0.388672 * 4, 0.388672 * 4))
+
+
+def test_every_real_dicom_file_alone_or_mixed_in_a_folder_is_a_volume_or_a_bad_volume(tmp_path):
+    """pydicom's and pydicom-data's files as multi-frame volumes, and unrelated files mixed as one "series":
+    the reader names a reason (BadVolume) or gives a volume, and never raises anything else."""
+    import pydicom
+
+    from ttlx.data.datasets.volumes import VolumeFile
+    from ttlx.data.volumes import BadVolume, checked
+
+    store = pytest.importorskip("data_store", reason="pydicom-data holds most of the files")
+    folders = [Path(pydicom.__file__).parent / "data" / "test_files", Path(store.__file__).parent / "data"]
+    files = [p for folder in folders for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".dcm", "")]
+    mixed = []
+    for start in range(0, len(files), 3):
+        mixed.append(tmp_path / f"mix{start}")
+        mixed[-1].mkdir()
+        for path in files[start:start + 3]:
+            shutil.copy(path, mixed[-1] / path.name)
+    volumes = 0
+    for source in files + mixed:
+        try:
+            checked(VolumeFile(source))
+            volumes += 1
+        except BadVolume as bad:
+            assert str(bad) and "\n" not in str(bad)
+    assert volumes >= 3  # eCT_Supplemental and the enhanced MR/CT files that carry positions

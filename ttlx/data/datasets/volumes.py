@@ -19,6 +19,8 @@ Bad volumes are listed by name and stop the build unless ``--on-bad-image skip``
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,10 @@ def volumes_in(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+UNREADABLE = (ValueError, TypeError, IndexError, KeyError, AttributeError, OSError, EOFError, RuntimeError,
+              zlib.error, struct.error)
+
+
 class VolumeFile:
     """A volume read on a builder thread when the dataset is stored (a NIfTI or .npy file, or a series folder)."""
 
@@ -95,26 +101,26 @@ class VolumeFile:
         return f"VolumeFile({str(self.path)!r})"
 
     def __call__(self) -> Volume | np.ndarray:
+        try:
+            return self._read()
+        except (dicom.DicomError, nifti.NiftiError) as err:
+            raise BadVolume(str(err)) from None
+        except UNREADABLE as err:  # a header field the readers did not expect: this file's fault, not a crash
+            text = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+            raise BadVolume(f"unreadable ({text})") from None
+
+    def _read(self) -> Volume | np.ndarray:
         path = self.path
         if path.is_dir():
-            try:
-                values, spacing = dicom.read_series(path)
-            except dicom.DicomError as err:
-                raise BadVolume(str(err)) from None
+            values, spacing = dicom.read_series(path)
             return Volume(whole_numbers(values, rounded=True), spacing)
         if not path.exists():
             raise BadVolume("file not found")
         if _dicom_file(path):
-            try:
-                values, spacing = read_frames(path)
-            except dicom.DicomError as err:
-                raise BadVolume(str(err)) from None
+            values, spacing = read_frames(path)
             return Volume(whole_numbers(values, rounded=True), spacing)
         if nifti.is_nifti(path):
-            try:
-                values, spacing = nifti.read_nifti(path)
-            except nifti.NiftiError as err:
-                raise BadVolume(str(err)) from None
+            values, spacing = nifti.read_nifti(path)
             return Volume(whole_numbers(values, rounded=False), spacing)
         if path.suffix.lower() == ".npy":
             return load_npy(path)
