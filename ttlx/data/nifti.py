@@ -29,13 +29,12 @@ def is_nifti(path: Path) -> bool:
 def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The voxels (slices, rows, columns), with the header's scaling applied, and the spacing in mm."""
     import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
 
     try:
         image = nib.load(path)
     except FileNotFoundError:
         raise NiftiError("file not found") from None
-    except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
+    except _unreadable() as err:
         raise NiftiError(_reason(err, path)) from None
     shape = tuple(int(n) for n in image.shape)
     if len(shape) == 4 and shape[3] == 1:
@@ -45,13 +44,23 @@ def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     try:
         image = nib.as_closest_canonical(image)
         data = np.asanyarray(image.dataobj)
-    except (OSError, EOFError, ValueError, zlib.error) as err:
+    except _unreadable() as err:
         raise NiftiError(_reason(err, path)) from None
     if np.issubdtype(image.get_data_dtype(), np.integer) and not np.issubdtype(data.dtype, np.integer):
         data = np.rint(data)  # stored integers through scl_slope/scl_inter: whole numbers again (HU)
     zooms = [float(z) for z in image.header.get_zooms()[:3]]
     volume = np.ascontiguousarray(data[::-1, ::-1, :].transpose(2, 1, 0))  # RAS (x, y, z) -> LPS (z, y, x)
     return volume, (zooms[2], zooms[1], zooms[0])
+
+
+def _unreadable() -> tuple[type[Exception], ...]:
+    """What nibabel raises for a damaged file: a bad header, an offset or shape past the end, no orientation."""
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.orientations import OrientationError
+    from nibabel.spatialimages import HeaderDataError, ImageDataError
+
+    return (ImageFileError, HeaderDataError, ImageDataError, OrientationError, OSError, EOFError, ValueError,
+            OverflowError, TypeError, IndexError, zlib.error)
 
 
 def _reason(err: Exception, path: Path) -> str:
