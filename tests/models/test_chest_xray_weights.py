@@ -182,3 +182,13 @@ def test_a_torchxrayvision_file_given_as_pretrained_brings_its_convention(small_
 
     assert source_record(small_densenet, str(GOLDEN / "xrv_small.pt"))["input"] == "xrv"
     assert source_record(small_densenet, str(GOLDEN / "reference_best.pt"))["input"] == "imagenet"
+
+
+def test_xrv_images_scale_to_1024_and_back_for_grad_cam():
+    from ttlx.analysis.gradcam import denormalize
+    from ttlx.data.augment import normalize
+
+    levels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+    scaled = normalize(levels, "xrv")
+    assert (scaled.min(), scaled.max()) == (-1024.0, 1024.0) and np.all(scaled[..., 0] == scaled[..., 2])
+    np.testing.assert_allclose(denormalize(scaled, "xrv") * 255, levels, atol=1e-3)

@@ -127,3 +127,10 @@ def test_with_nothing_imported_the_public_chexpert_weights_substitute_and_bring_
     batch = next(iter(trained.loader("test", batch_size=4)))
     assert batch["image"].dtype == np.float32 and batch["image"].min() >= -1024 and batch["image"].max() <= 1024
     assert batch["image"].max() > 100  # torchxrayvision's scale, not ImageNet's
+    from ttlx.evaluation.predict import image_files, predict_files
+
+    image = next((chexpert_data.parent / "download").rglob("*.jpg"))
+    grey = image_files([image], 32, trained.stored_form(), trained.input_convention)
+    assert grey.min() >= -1024 and grey.max() <= 1024 and np.ptp(grey) > 100
+    csv_path, summary = predict_files(run, [image], out=tmp_path / "p.csv")
+    assert summary["files"] == 1 and csv_path.is_file()
