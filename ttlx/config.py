@@ -18,6 +18,7 @@ from ttlx.errors import ConfigError
 
 HEADS = ("pool", "flatten", None)
 TRAIN_HEADS = ("pool", "flatten")  # training needs a classifier
+RECIPES = ("paper", "penet")  # ttlx.training.recipes: the paper's (Adam, plateau) or the PENet reference's
 DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters and BatchNorm statistics stay float32
 MIN_IMAGE_SIZE = 32
 SPLIT_REPEATS = (1, 2, 3)  # the split repeats every dataset has
@@ -196,6 +197,7 @@ class TrainConfig(DictRecord):
     dtype: str = "float32"
     window: int | None = None  # slices per window on volumes (None: 2D, or the 3D default of 24)
     stochastic_depth: bool = True  # PENet's stochastic depth in training (--no-stochastic-depth turns it off)
+    recipe: str = "paper"  # paper: Adam + plateau; penet: focal loss, SGD, warmup-cosine (ttlx.training.recipes)
     exp: int = 1
     sub: int = 100
     batch_size: int = 64
@@ -228,6 +230,7 @@ class TrainConfig(DictRecord):
         if self.head in (None, "none"):
             raise ConfigError("Training needs a classifier head; choose --head pool or --head flatten.")
         check_choice(self.head, "--head", TRAIN_HEADS)
+        check_choice(self.recipe, "--recipe", RECIPES)
         _check_network_shape(self)
         check_choice(self.exp, "--exp", SPLIT_REPEATS)
         check_int(self.sub, "--sub", 1, 100, what="a percentage in 1..100")

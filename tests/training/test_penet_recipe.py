@@ -66,3 +66,38 @@ def test_penet_sgd_scales_the_buffer_by_the_rate_and_the_schedule():
     update, _ = tx.update(jnp.array([1.0, 1.0]), state, params)
     buffer = 0.9 * (np.array([1.0, 1.0]) + 1e-3 * np.array([2.0, -1.0])) + 0.1 * (1 + 1e-3 * np.array([2.0, -1.0]))
     np.testing.assert_allclose(update, -0.01 * (1 / 10) * buffer, rtol=1e-6)
+
+
+def test_the_recipe_is_a_checked_option_that_names_the_run():
+    from ttlx.config import TrainConfig
+    from ttlx.errors import ConfigError
+    from ttlx.runs.run_dir import run_name
+
+    with pytest.raises(ConfigError, match="--recipe must be one of paper, penet"):
+        TrainConfig(recipe="sgd")
+    cfg = TrainConfig(model="penet", recipe="penet", stochastic_depth=False)
+    from ttlx.config import ModelConfig
+
+    assert run_name(cfg, ModelConfig(arch="penet")).endswith("_penet_nosd")
+
+
+def test_penet_optimizer_takes_its_length_as_an_injected_hyperparameter():
+    import jax
+
+    from ttlx.training.losses import batch_loss_terms
+    from ttlx.training.optim import make_optimizer, with_hyperparameter
+
+    params = {"fc": jnp.ones(3), "conv": jnp.ones(2)}
+    labels = {"fc": "head", "conv": "backbone"}
+    tx = make_optimizer(labels, lr=0.01, recipe="penet")
+    state = with_hyperparameter(tx.init(params), "total_steps", 600)
+    grads = jax.tree.map(jnp.ones_like, params)
+    for _ in range(6):  # into the warmup of 10 steps: the factor is step/10
+        updates, state = tx.update(grads, state, params)
+    # buffer after 6 steps of the same gradient g (1 + 1e-3 decay): g throughout; step 5 of warmup: 0.5
+    np.testing.assert_allclose(updates["fc"], -0.01 * 0.5 * 1.001, rtol=1e-5)
+    assert float(state.hyperparams["total_steps"]) == 600
+    logits = jnp.array([[2.0, -1.0], [0.0, 1.0]])
+    batch = {"label": jnp.array([0, 1]), "mask": jnp.ones(2)}
+    focal = batch_loss_terms(logits, batch, jnp.ones(2), False, focal=True)
+    assert focal == recipes.focal_loss_terms(logits, batch["label"], batch["mask"])

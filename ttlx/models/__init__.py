@@ -23,7 +23,8 @@ def get_architecture(name: str) -> Architecture:
 def resolve_config(name: str, trunc: int = -1, *, layerwise: bool = False, head: str | None = "pool",
                    num_classes: int = 1000, image_size: int = 224, slim_from: int | None = None,
                    slim_factor: int = 2, dtype: str = "float32",
-                   window: int | None = None, in_channels: int = 3) -> tuple[Architecture, ModelConfig]:
+                   window: int | None = None, in_channels: int = 3,
+                   stochastic_depth: bool = True) -> tuple[Architecture, ModelConfig]:
     """Resolve names and legacy spellings into a validated :class:`ModelConfig`.
 
     ``layerttl_resnet50 --trunc k`` (the reference code's name) becomes resnet50 layer-wise ``k - 1``.
@@ -40,7 +41,8 @@ def resolve_config(name: str, trunc: int = -1, *, layerwise: bool = False, head:
         head = None
     cfg = ModelConfig(arch=arch.name, trunc=trunc, layerwise=layerwise, head=head, num_classes=num_classes,
                       image_size=image_size, slim_from=slim_from, slim_factor=slim_factor, dtype=dtype,
-                      window=window if arch.spatial_dims == 3 else None, in_channels=in_channels)
+                      window=window if arch.spatial_dims == 3 else None, in_channels=in_channels,
+                      stochastic_depth=stochastic_depth)
     arch.validate(cfg)
     return arch, cfg
 
@@ -62,18 +64,19 @@ def build_model(arch: Architecture, cfg: ModelConfig, seed: int = 0):
 def create_model(name: str, trunc: int = -1, *, num_classes: int = 1000, head: str | None = "pool",
                  pretrained: Any = "random", layerwise: bool = False, image_size: int = 224,
                  slim_from: int | None = None, slim_factor: int = 2, dtype: str = "float32", seed: int = 0,
-                 window: int | None = None, in_channels: int = 3):
+                 window: int | None = None, in_channels: int = 3, stochastic_depth: bool = True):
     """Build a (truncated) network and load ``pretrained`` weights into its kept part.
 
     ``pretrained``: ``"imagenet"``, ``"imagenet-v2"``, ``"random"``, a torchvision-format ``.safetensors``
     or ``.pth`` file, or a ttlx run dir. Stages rebuilt by ``slim_from`` stay randomly initialised.
     ``window``: slices per window of a 3D network (``penet``, ``r3d_18``; None: 24); 2D networks ignore it.
+    ``stochastic_depth``: PENet's random skipping of blocks in training (networks without it ignore it).
     ``in_channels=1`` (ResNet50, DenseNets) builds a 1-channel first convolution: a chest-X-ray source's
     grey stem loads as published, a 3-channel one as the sum over its channels (the same on grey images).
     """
     arch, cfg = resolve_config(name, trunc, layerwise=layerwise, head=head, num_classes=num_classes,
                                image_size=image_size, slim_from=slim_from, slim_factor=slim_factor, dtype=dtype,
-                               window=window, in_channels=in_channels)
+                               window=window, in_channels=in_channels, stochastic_depth=stochastic_depth)
     from ttlx.models.weights.pretrained import load_pretrained, read_weights
 
     weights = read_weights(arch, cfg, pretrained)  # a bad or missing source fails before the slow build

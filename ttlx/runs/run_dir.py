@@ -46,6 +46,8 @@ NAME_PARTS = {
     "min_lr": lambda v: f"minlr{v:g}",
     "class_weighted": lambda v: "unweighted",
     "seed": lambda v: f"seed{v}",
+    "recipe": lambda v: v,
+    "stochastic_depth": lambda v: "nosd",
 }
 # Options that do not change what is computed, so a resumed run may differ in them (batches do not depend
 # on the loader's worker count).

@@ -34,8 +34,13 @@ def weighted_binary_cross_entropy(logits: jax.Array, labels: jax.Array, pos_weig
 
 
 def batch_loss_terms(logits: jax.Array, batch: dict, class_weights: jax.Array,
-                     multilabel: bool) -> tuple[jax.Array, jax.Array]:
-    """The (numerator, denominator) of the run's loss for one batch of the data pipeline."""
+                     multilabel: bool, focal: bool = False) -> tuple[jax.Array, jax.Array]:
+    """The (numerator, denominator) of the run's loss for one batch of the data pipeline (``focal``: the PENet
+    recipe's focal loss, ``ttlx.training.recipes``)."""
+    if focal and not multilabel:
+        from ttlx.training.recipes import focal_loss_terms
+
+        return focal_loss_terms(logits, batch["label"], batch["mask"])
     if multilabel:
         return weighted_binary_cross_entropy(logits, batch["label"], class_weights, batch["mask"],
                                              batch.get("label_mask"))

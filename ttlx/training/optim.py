@@ -19,19 +19,27 @@ def adam(learning_rate, weight_decay: float) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(weight_decay), tx) if weight_decay else tx
 
 
-def make_optimizer(labels, *, lr: float, ptl_decay: float = 1.0, weight_decay: float = 0.0
-                   ) -> optax.GradientTransformation:
-    """Adam over the labelled parameter groups (see :func:`ttlx.training.freeze.param_labels`)."""
+def make_optimizer(labels, *, lr: float, ptl_decay: float = 1.0, weight_decay: float = 0.0,
+                   recipe: str = "paper") -> optax.GradientTransformation:
+    """Adam over the labelled parameter groups (see :func:`ttlx.training.freeze.param_labels`); with
+    ``recipe="penet"`` the PENet reference's SGD (``ttlx.training.recipes``; weight decay 1e-3 unless given),
+    whose schedule's length is the injected ``total_steps`` (set it with :func:`with_hyperparameter`)."""
     present = set(jax.tree.leaves(labels))
 
-    def groups(learning_rate):
-        transforms = {
-            "head": adam(learning_rate, weight_decay),
-            "backbone": adam(learning_rate / ptl_decay, weight_decay),
-            "frozen": optax.set_to_zero(),
-        }
+    def groups(learning_rate, total_steps=None):
+        if recipe == "penet":
+            from ttlx.training.recipes import PENET_WEIGHT_DECAY, penet_sgd
+
+            decay = weight_decay or PENET_WEIGHT_DECAY
+            rates = (learning_rate, learning_rate / ptl_decay)
+            head, backbone = (penet_sgd(rate, decay, total_steps) for rate in rates)
+        else:
+            head, backbone = adam(learning_rate, weight_decay), adam(learning_rate / ptl_decay, weight_decay)
+        transforms = {"head": head, "backbone": backbone, "frozen": optax.set_to_zero()}
         return optax.multi_transform({k: v for k, v in transforms.items() if k in present}, labels)
 
+    if recipe == "penet":
+        return optax.inject_hyperparams(groups)(learning_rate=lr, total_steps=1.0)
     return optax.inject_hyperparams(groups)(learning_rate=lr)
 
 
@@ -41,6 +49,11 @@ def learning_rate(opt_state) -> float:
 
 def with_learning_rate(opt_state, lr: float):
     """The optimizer state with a new learning rate (same dtype and sharding, so no recompilation)."""
-    old = opt_state.hyperparams["learning_rate"]
-    new = jax.device_put(jnp.asarray(lr, dtype=old.dtype), old.sharding)
-    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": new})
+    return with_hyperparameter(opt_state, "learning_rate", lr)
+
+
+def with_hyperparameter(opt_state, name: str, value: float):
+    """The optimizer state with a new value of an injected hyperparameter (same dtype and sharding)."""
+    old = opt_state.hyperparams[name]
+    new = jax.device_put(jnp.asarray(value, dtype=old.dtype), old.sharding)
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, name: new})

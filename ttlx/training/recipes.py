@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-RECIPES = ("paper", "penet")
+from ttlx.config import RECIPES  # noqa: F401  (the names, checked by TrainConfig)
+
 FOCAL_GAMMA = 2.0
 SGD_MOMENTUM = 0.9
 SGD_DAMPENING = 0.9
@@ -56,18 +57,18 @@ def sgd_dampened(momentum: float = SGD_MOMENTUM, dampening: float = SGD_DAMPENIN
 
 def warmup_cosine(total_steps: int) -> optax.Schedule:
     """The reference's ``linear_warmup_then_cosine`` factor for a run of ``total_steps`` steps."""
-    warmup = max(1, round(total_steps * WARMUP_SHARE))
-
     def factor(step):
+        total = jnp.asarray(total_steps, jnp.float32)  # an injected hyperparameter in training
+        warmup = jnp.maximum(1.0, jnp.round(total * WARMUP_SHARE))
         step = jnp.asarray(step, jnp.float32)
         rising = step / warmup
-        falling = (1 + jnp.cos(math.pi * (step - warmup) / total_steps)) / 2
-        return jnp.where(step < warmup, rising, jnp.where(step < total_steps, falling, 0.0))
+        falling = (1 + jnp.cos(math.pi * (step - warmup) / total)) / 2
+        return jnp.where(step < warmup, rising, jnp.where(step < total, falling, 0.0))
 
     return factor
 
 
-def penet_sgd(learning_rate, weight_decay: float, total_steps: int) -> optax.GradientTransformation:
+def penet_sgd(learning_rate, weight_decay: float, total_steps) -> optax.GradientTransformation:
     """SGD as the PENet reference trains: decay, dampened momentum, the warmup-cosine factor, the rate."""
     return optax.chain(optax.add_decayed_weights(weight_decay), sgd_dampened(),
                        optax.scale_by_schedule(warmup_cosine(total_steps)), optax.scale(-learning_rate))
