@@ -58,3 +58,22 @@ def test_runs_name_a_substituted_source_with_what_it_resolved_to(tmp_path):
         (run / "config.json").write_text(json.dumps(config))
         (run / "eval_test.json").write_text(json.dumps({"auroc": float(np.float32(0.9))}))
     assert [r["source"] for r in collect_runs(tmp_path)] == ["chexpert (xrv-chex)", "imagenet"]
+
+
+def test_the_sweep_command_takes_a_list_of_sources(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ttlx.cli import app
+    from ttlx.sweeps import grid as sweeps
+
+    seen = []
+
+    def run_sweep(grid, sweep_dir, launch, probe):
+        seen.append([(s.point, s.config.pretrained) for s in expand(grid)])
+        return {"sweep_dir": str(sweep_dir), "runs": 0, "failures": []}
+
+    monkeypatch.setattr(sweeps, "run_sweep", run_sweep)
+    result = CliRunner().invoke(app, ["sweep", "--dataset", "digits", "--model", "densenet121", "--trunc", "2",
+                                      "--exp", "1", "--pretrained", "imagenet,chexpert", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert seen == [[("t2", "imagenet"), ("t2", "chexpert")]]

@@ -31,7 +31,8 @@ def sweep(
     sub: Annotated[str, typer.Option(help="Training subsets in percent, e.g. 10,20,50,100.")] = "100",
     grid_file: Annotated[Path | None, typer.Option("--grid", help="A TOML file holding the grid.")] = None,
     out: Annotated[Path | None, typer.Option(help="Sweep dir (default sweeps/<dataset>_<model>).")] = None,
-    pretrained: Annotated[str, typer.Option(help="Weights every run starts from.")] = "imagenet",
+    pretrained: Annotated[str, typer.Option(help="Weights every run starts from; a list (imagenet,chexpert) runs "
+                                                 "every point once per source domain.")] = "imagenet",
     head: Annotated[str, typer.Option(help="flatten or pool.")] = "flatten",
     image_size: options.ImageSize = 224,
     bs: Annotated[int, typer.Option("--bs", "--batch-size", help="Global batch size.")] = 64,
@@ -74,14 +75,16 @@ def sweep(
     elif dataset is None:
         fail("Name the dataset with --dataset (or give a grid file with --grid).")
     else:
-        base = {"pretrained": pretrained, "head": head, "image_size": image_size, "batch_size": bs,
+        sources = tuple(p.strip() for p in pretrained.split(",") if p.strip()) or ("imagenet",)
+        base = {"pretrained": sources[0], "head": head, "image_size": image_size, "batch_size": bs,
                 "max_epoch": max_epoch, "lr": lr, "seed": seed, "num_workers": num_workers,
                 "data_dir": str(data_dir) if data_dir else None}
         grid = sweeps.Grid(
             dataset=dataset, model=model, methods=tuple(m.strip() for m in method.split(",") if m.strip()),
             trunc=sweeps.parse_int_list(trunc, "--trunc"), layerwise=sweeps.parse_int_list(layerwise, "--layerwise"),
             freeze=sweeps.parse_int_list(freeze, "--freeze"), slim_from=sweeps.parse_int_list(slim_from, "--slim-from"),
-            exp=sweeps.parse_int_list(exp, "--exp"), sub=sweeps.parse_int_list(sub, "--sub"), base=base)
+            exp=sweeps.parse_int_list(exp, "--exp"), sub=sweeps.parse_int_list(sub, "--sub"),
+            pretrained=sources if len(sources) > 1 else (), base=base)
     sweep_dir = out or Path("sweeps") / f"{grid.dataset.lower()}_{grid.model.lower()}"
 
     def report(spec, status):
