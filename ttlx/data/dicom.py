@@ -23,12 +23,17 @@ other unequal steps inconsistent spacing: both refuse the series with the positi
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
 
 PREAMBLE = 128  # bytes before the b"DICM" magic of a DICOM file
 SPACING_TOLERANCE = 0.01  # relative: positions may carry rounding of ~1e-3 mm in slices of ~1 mm
+
+
+HEADER_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError, ZeroDivisionError,
+                 NotImplementedError, RuntimeError, struct.error)
 
 
 class DicomError(Exception):
@@ -62,17 +67,18 @@ def read_image(source: Path | bytes, max_pixels: int | None = None) -> np.ndarra
     """The 8-bit image a 2D dataset stores for one DICOM file: HxW (grayscale) or HxWx3 (colour). A header
     claiming more than ``max_pixels`` pixels raises :class:`TooLarge` before anything is decoded."""
     ds = _read(source)
-    frames = number(ds, "NumberOfFrames", 1)
-    if frames > 1:
-        raise DicomError(f"{frames} frames in one file; a 2D dataset takes single-frame images (this is a volume)")
-    pixels = number(ds, "Rows", 0) * number(ds, "Columns", 0)
-    if max_pixels is not None and pixels > max_pixels:
-        raise TooLarge(pixels)
-    pixels = _pixels(ds)
     try:
-        return _displayed(pixels, ds)
-    except (ValueError, TypeError, IndexError, KeyError, AttributeError, ZeroDivisionError) as err:
-        raise DicomError(f"unusable LUT, window or colour header ({_short(err)})") from None
+        frames = number(ds, "NumberOfFrames", 1)
+        if frames > 1:
+            raise DicomError(f"{frames} frames in one file; a 2D dataset takes single-frame images (a volume)")
+        pixels = number(ds, "Rows", 0) * number(ds, "Columns", 0)
+        if max_pixels is not None and pixels > max_pixels:
+            raise TooLarge(pixels)
+        return _displayed(_pixels(ds), ds)
+    except DicomError:
+        raise
+    except (*HEADER_ERRORS, _length_error()) as err:  # pydicom parses elements when first read: damage shows here
+        raise DicomError(f"unreadable header ({_short(err)})") from None
 
 
 def _displayed(pixels: np.ndarray, ds) -> np.ndarray:
@@ -136,6 +142,20 @@ def window(values: np.ndarray, center: float, width: float, function: str = "LIN
 def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The volume (slices, rows, columns) of modality values rounded to int16 (HU for CT) and its spacing in mm
     of the series in ``folder``; one slice at a time is held as float."""
+    return guarded(_series, folder)
+
+
+def guarded(read, *args):
+    """``read(*args)`` with the errors of damaged header fields (parsed when first read) as DicomError."""
+    try:
+        return read(*args)
+    except DicomError:
+        raise
+    except (*HEADER_ERRORS, _length_error()) as err:
+        raise DicomError(f"unreadable header ({_short(err)})") from None
+
+
+def _series(folder: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_dicom(p))
     if not files:
         raise DicomError("no DICOM files in the folder")
@@ -213,7 +233,7 @@ def _slice_spacing(positions: np.ndarray, names: list[str]) -> float:
 
 def _read(source: Path | bytes, pixels: bool = True):
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     try:
         return pydicom.dcmread(source if isinstance(source, Path) else io.BytesIO(source),
@@ -222,8 +242,8 @@ def _read(source: Path | bytes, pixels: bool = True):
         raise DicomError("file not found") from None
     except InvalidDicomError:
         raise DicomError("not a DICOM file (no DICM header)") from None
-    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as err:
-        raise DicomError(f"unreadable DICOM ({str(err).splitlines()[0][:80] or type(err).__name__})") from None
+    except (OSError, EOFError, BytesLengthException, *HEADER_ERRORS) as err:
+        raise DicomError(f"unreadable DICOM ({_short(err)})") from None
 
 
 def _pixels(ds) -> np.ndarray:
@@ -239,14 +259,20 @@ def _pixels(ds) -> np.ndarray:
                              "pip install 'ttlx[dicom-lossless]' (GDCM)") from None
         if "all available plugins" in str(err) and len(lines) > 1:
             raise DicomError(f"compressed as {syntax}; the installed decoders failed ({lines[1][:100]})") from None
-        raise DicomError(_short(err)) from None
+        raise DicomError(_short(err, pixels=True)) from None
     except (ValueError, NotImplementedError, AttributeError, KeyError, TypeError, EOFError, OSError) as err:
-        raise DicomError(_short(err)) from None
+        raise DicomError(_short(err, pixels=True)) from None
 
 
-def _short(err: Exception) -> str:
+def _length_error() -> type[Exception]:
+    from pydicom.errors import BytesLengthException
+
+    return BytesLengthException
+
+
+def _short(err: Exception, pixels: bool = False) -> str:
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    if "expected" in text.lower() and ("bytes" in text.lower() or "length" in text.lower()):
+    if pixels and "expected" in text.lower() and ("bytes" in text.lower() or "length" in text.lower()):
         return "truncated pixel data"
     return text[:80]
 

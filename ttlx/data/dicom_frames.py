@@ -13,17 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ttlx.data.dicom import DicomError, _pixels, _read, _slice_spacing, number, whole_int16
+from ttlx.data.dicom import DicomError, _pixels, _read, _slice_spacing, guarded, number, whole_int16
 
 
 def frame_count(path: Path) -> int:
     """NumberOfFrames from the header alone (1 for a single-frame file)."""
-    return number(_read(path, pixels=False), "NumberOfFrames", 1)
+    return guarded(lambda: number(_read(path, pixels=False), "NumberOfFrames", 1))
 
 
 def read_frames(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The volume (slices, rows, columns) of modality values rounded to int16 and its spacing in mm of one
     multi-frame file."""
+    return guarded(_frames, path)
+
+
+def _frames(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     ds = _read(path)
     frames = number(ds, "NumberOfFrames", 1)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")

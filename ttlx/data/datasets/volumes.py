@@ -88,7 +88,7 @@ def volumes_in(folder: Path) -> list[Path]:
 
 
 UNREADABLE = (ValueError, TypeError, IndexError, KeyError, AttributeError, OSError, EOFError, RuntimeError,
-              zlib.error, struct.error)
+              OverflowError, NotImplementedError, zlib.error, struct.error)
 
 
 class VolumeFile:
