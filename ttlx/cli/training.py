@@ -90,15 +90,22 @@ def train(
     )  # fmt: skip
     compiling_command()
     if multihost:
-        import jax
+        from ttlx.training.multihost import initialize
 
-        jax.distributed.initialize(coordinator, num_processes, process_id)
+        initialize(coordinator, num_processes, process_id)
     from ttlx.runs.run_dir import RunDir
     from ttlx.training import loop as training
+    from ttlx.training.multihost import ending_promptly
+    from ttlx.training.stopping import TrainingStopped
 
     run_dir = training.resolve_run_dir(cfg)
     if not (test and RunDir(run_dir).finished() and not force):
-        run_dir = training.train(cfg, force=force, progress=progress)
+        try:
+            with ending_promptly():  # several processes: an error in one ends every one, soon, in one sentence
+                run_dir = training.train(cfg, force=force, progress=progress)
+        except TrainingStopped as stop:  # SIGTERM or Ctrl-C: the step finished and was saved
+            typer.echo(str(stop), err=True)
+            raise typer.Exit(code=stop.exit_code) from None
     if test:
         from ttlx.config import EvalConfig
 

@@ -21,6 +21,7 @@ from ttlx.data.records import RecordReader
 from ttlx.data.split_files import split_positions
 from ttlx.data.store import Prepared, load_prepared, prepared_name
 from ttlx.data.windows import is_volumetric, make_window_loader
+from ttlx.data.worker_signals import ignore_stop_signals
 from ttlx.errors import DataError
 
 
@@ -187,7 +188,8 @@ class Loader:
         threads = self.num_threads
         iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
         if self.num_workers > 0:
-            iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
+            iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers),
+                                                    worker_init_fn=ignore_stop_signals)  # the run stops them
         return iter_dataset
 
     def __iter__(self):

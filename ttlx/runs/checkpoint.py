@@ -31,16 +31,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from ttlx.config import BEST, LATEST, ModelConfig
-from ttlx.errors import UserError, WeightsError, write_failure_cause
+from ttlx.errors import UserError, WeightsError
+from ttlx.runs.save_errors import CheckpointSaveError, save_error  # noqa: F401 - raised from here
 from ttlx.runs.state_arrays import flatten, pack, placed_like, unflatten_like, unpack
-
-
-class CheckpointSaveError(UserError):
-    """A checkpoint could not be written (most often: the disk is full)."""
 
 
 class DamagedCheckpointError(WeightsError):
     """A checkpoint whose files are missing or corrupt."""
+
+
+def manager_options(ocp, name: str):
+    """Options of the ``name`` manager. Its barriers across processes get ``name`` as their prefix: orbax names
+    them after the step (``async_commit_complete.4``, ``ThreadSaveMultiHostValueHolder:set_value_start``), and
+    the ``best`` and ``latest`` steps of one epoch are written at the same time by two background threads,
+    whose barriers of one name then collided ("Barrier ... is already ongoing", now and then)."""
+    return ocp.CheckpointManagerOptions(
+        create=True, enable_async_checkpointing=True, cleanup_tmp_directories=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=f"ttlx_{name}"))
 
 
 class RunCheckpoints:
@@ -51,10 +58,8 @@ class RunCheckpoints:
 
         self.directory = Path(directory).absolute()  # orbax refuses relative paths
         self._ocp = ocp
-        options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=True,
-                                               cleanup_tmp_directories=True)
         self.managers = {
-            name: ocp.CheckpointManager(self.directory / name, options=options, item_handlers={
+            name: ocp.CheckpointManager(self.directory / name, options=manager_options(ocp, name), item_handlers={
                 "arrays": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
                 "layout": ocp.JsonCheckpointHandler()})
             for name in (LATEST, BEST)
@@ -88,7 +93,7 @@ class RunCheckpoints:
                                                         meta=ocp.args.JsonSave(meta),
                                                         layout=ocp.args.JsonSave(layout)), force=True)
         except Exception as err:
-            raise _save_error(err, self.directory / which, epoch, self._committed_before(which, epoch)) from err
+            raise save_error(err, self.directory / which, epoch, self._committed_before(which, epoch)) from err
         self._writing[which] = epoch
 
     def writing(self) -> bool:
@@ -110,7 +115,7 @@ class RunCheckpoints:
                 failed = failed or (err, which, epoch)
         if failed:
             err, which, epoch = failed
-            raise _save_error(err, self.directory / which, epoch, self._committed_before(which, epoch)) from err
+            raise save_error(err, self.directory / which, epoch, self._committed_before(which, epoch)) from err
 
     def _committed_before(self, which: str, epoch: int) -> int | None:
         manager = self.managers[which]
@@ -165,16 +170,6 @@ class RunCheckpoints:
                 manager.close()
             except Exception:  # noqa: BLE001 - the failed step is not committed; the earlier ones stay
                 pass
-
-
-def _save_error(err: Exception, directory: Path, epoch: int, previous: int | None) -> CheckpointSaveError:
-    keep = (f"the checkpoint of epoch {previous} is kept" if previous is not None
-            else "no earlier checkpoint exists")
-    cause = write_failure_cause(err)
-    return CheckpointSaveError(
-        f"Saving the checkpoint of epoch {epoch} to {directory} failed ({cause}); {keep}: "
-        "free some space and re-run the same command to resume."
-    )
 
 
 def model_state_arrays(params, rest) -> dict[str, Any]:

@@ -25,11 +25,12 @@ from ttlx.models.weights.sources import source_record
 from ttlx.runs import checkpoint as ckpt
 from ttlx.runs.run_dir import CURVES, RunDir, default_workdir, open_run_on_all_hosts, refuse_finished
 from ttlx.runtime import precompile, process
+from ttlx.training import stopping
 from ttlx.training.epoch_writer import EpochWriter
 from ttlx.training.freeze import frozen_paths, param_labels, units_to_freeze
 from ttlx.training.optim import make_optimizer, with_learning_rate
 from ttlx.training.prefetch import batches_ahead, epoch_batches
-from ttlx.training.progress import TrainProgress
+from ttlx.training.progress import TrainProgress, note_input_bound
 from ttlx.training.resume import latest_step, resume
 from ttlx.training.schedule import PlateauTracker
 from ttlx.training.sharding import check_batch_size, data_mesh, local_batch_size, shard_batch
@@ -85,6 +86,9 @@ class Session:
     # latest steps on disk -> the best epoch each one's history points at (both are kept)
     kept: dict[int, int | None] = field(default_factory=dict)
     prefetch: int = 0  # batches placed on the devices ahead of the step, by a thread (ttlx.training.prefetch)
+    stop: stopping.StopSignals = field(default_factory=stopping.StopSignals)  # SIGTERM, Ctrl-C
+    partial: dict | None = None  # the unfinished epoch a resumed run starts in (ttlx.training.stopping)
+    partial_on_disk: int | None = None  # that epoch, while its checkpoint is the newest latest step
 
     @property
     def epoch(self) -> int:
@@ -148,8 +152,11 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     try:
         if resuming:
             resume(session, checkpoints, run, iterator, display)
-        with display.running(), process.heap_frozen():
+        with display.running(), process.heap_frozen(), session.stop.installed():
             summary = fit(session, epochs, iterator, display)
+    except stopping.StopRequested as stop:  # the step is done: save where it stands, then one sentence
+        stopping.save_partial(session, epochs, stop)
+        raise stopping.stopped(session, stop, run.path, session.stop) from None
     finally:
         epochs.close()  # an epoch still being written when training stopped on an error is completed
         iterator.close()  # the loaders' worker processes end with the run (a sweep starts the next one)
@@ -189,13 +196,13 @@ def fit(session: Session, epochs: EpochWriter, iterator, display: TrainProgress)
         lr = session.plateau.lr
         process.freeze_heap()  # what the last epoch added for good: the compiled steps' caches
         train_loss, images_per_s, input_wait = train_epoch(session, iterator, epoch, display, epochs)
-        val = predict(session.steps.evaluate, model_part(session.state), session.val_loader, session.mesh)
+        val = predict(session.steps.evaluate, model_part(session.state), session.val_loader, session.mesh, ids=False)
         check_finite(val.loss, epoch, "validation", epochs)
         probs = probabilities(val.logits, session.multilabel)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "lr": lr,
                **epoch_metrics(val.labels, probs, session.num_classes, session.multilabel),
                "images_per_s": images_per_s, "input_wait": round(input_wait, 4)}
-        note_input_bound(session, epoch, input_wait, display)
+        note_input_bound(session.history, session.train_loader.num_workers, epoch, input_wait, display)
         next_lr = session.plateau.step(val.loss)
         session.state["opt_state"] = with_learning_rate(session.state["opt_state"], next_lr)
         session.history.append(row)
@@ -205,6 +212,7 @@ def fit(session: Session, epochs: EpochWriter, iterator, display: TrainProgress)
             session.best_epoch, session.best_val_loss = epoch, val.loss
             best = (ckpt.model_state_arrays(session.state["params"], session.state["rest"]),
                     {"epoch": epoch, "val_loss": val.loss})
+        stopping.drop_partial(session, epochs, epoch)  # a stopped epoch's checkpoint gives way to the full one
         latest = latest_step(session, iterator)  # updates session.kept to include this epoch
         epochs.write(row, latest, session.kept, best)
         if curves_due(curves_drawn):
@@ -222,48 +230,35 @@ def fit(session: Session, epochs: EpochWriter, iterator, display: TrainProgress)
 # metrics.jsonl columns that depend on the machine's speed, not on the run's numbers (resumes and repeats
 # agree on every other column)
 TIMING_COLUMNS = ("images_per_s", "input_wait")
-# Share of an epoch's training time spent waiting for the loader above which ttlx train says so, once a run
-# (from epoch 2 on: epoch 1 holds the compile)
-INPUT_BOUND_SHARE = 0.25
-
-
-def note_input_bound(session: Session, epoch: int, input_wait: float, display: TrainProgress) -> None:
-    """Say once a run (call before this epoch's row joins the history) that the loader sets the pace."""
-    def waited(row: dict) -> bool:
-        return row["epoch"] >= 2 and row.get("input_wait", 0.0) > INPUT_BOUND_SHARE
-
-    if not waited({"epoch": epoch, "input_wait": input_wait}) or any(map(waited, session.history)):
-        return
-    workers = session.train_loader.num_workers
-    display.note(f"Note: the training loop waited for images during {input_wait:.0%} of epoch {epoch}, so the "
-                 f"input pipeline sets the pace; more worker processes (--num-workers N, this run has {workers}) "
-                 "or loader threads (TTLX_LOADER_THREADS=N) may speed it up.")
-
-
 def train_epoch(session: Session, iterator, epoch: int, display: TrainProgress,
                 epochs: EpochWriter) -> tuple[float, float, float]:
     """One epoch of train steps; returns (mean loss, images/s, share of the time spent waiting for the
     loader). Stops on a non-finite loss. The previous epoch's checkpoints are written meanwhile."""
     steps_per_epoch = session.train_loader.steps_per_epoch
     display.start_epoch(epoch, steps_per_epoch, session.plateau.lr)
-    losses, start = [], time.perf_counter()
-    batches = epoch_batches(iterator, lambda batch: shard_batch(batch, session.mesh), steps_per_epoch,
+    first, losses, before, waited = stopping.first_step(session, epoch)  # 1, [], 0, 0 unless resumed mid-epoch
+    mark, start = iterator.get_state() if session.prefetch else None, time.perf_counter()
+    batches = epoch_batches(iterator, lambda batch: shard_batch(batch, session.mesh), steps_per_epoch - first + 1,
                             session.prefetch)
     try:
-        for step in range(1, steps_per_epoch + 1):
+        for step in range(first, steps_per_epoch + 1):
             session.state, loss = session.steps.train(session.state, next(batches))
             losses.append(loss)
             epochs.poll()
             if step > 1:  # read the previous step's loss so the host never waits on the current one
                 check_finite(float(losses[-2]), epoch, step - 1, epochs)
-                rate = (step - 1) * session.cfg.batch_size / (time.perf_counter() - start)
+                rate = (step - first) * session.cfg.batch_size / (time.perf_counter() - start)
                 display.update(step - 1, float(losses[-2]), rate)
+            if session.stop.due((epoch - 1) * steps_per_epoch + step):  # SIGTERM, Ctrl-C: every process agrees
+                position = stopping.data_position(iterator, mark, step - first + 1)
+                raise stopping.StopRequested(epoch, step, losses, before + time.perf_counter() - start,
+                                             waited + batches.waited, *position)
     finally:
         batches.close()
     values = np.asarray(jax.device_get(losses), dtype=np.float64)
     check_finite(float(values[-1]), epoch, steps_per_epoch, epochs)
-    elapsed = time.perf_counter() - start
-    return float(values.mean()), steps_per_epoch * session.cfg.batch_size / elapsed, batches.waited / elapsed
+    elapsed = before + time.perf_counter() - start
+    return float(values.mean()), steps_per_epoch * session.cfg.batch_size / elapsed, (waited + batches.waited) / elapsed
 
 
 def check_finite(loss: float, epoch: int, step: int | str, epochs: EpochWriter) -> None:

@@ -74,3 +74,21 @@ class TrainProgress:
         """One line for the user; never hard-wrapped, so paths in it can be copied whole."""
         if not self.quiet:
             self.console.print(message, soft_wrap=True, highlight=False, markup=False)
+
+
+# Share of an epoch's training time spent waiting for the loader above which ttlx train says so, once a run
+# (from epoch 2 on: epoch 1 holds the compile)
+INPUT_BOUND_SHARE = 0.25
+
+
+def note_input_bound(history: list[dict], workers: int, epoch: int, input_wait: float,
+                     display: TrainProgress) -> None:
+    """Say once a run (call before this epoch's row joins ``history``) that the loader sets the pace."""
+    def waited(row: dict) -> bool:
+        return row["epoch"] >= 2 and row.get("input_wait", 0.0) > INPUT_BOUND_SHARE
+
+    if not waited({"epoch": epoch, "input_wait": input_wait}) or any(map(waited, history)):
+        return
+    display.note(f"Note: the training loop waited for images during {input_wait:.0%} of epoch {epoch}, so the "
+                 f"input pipeline sets the pace; more worker processes (--num-workers N, this run has {workers}) "
+                 "or loader threads (TTLX_LOADER_THREADS=N) may speed it up.")

@@ -10,14 +10,18 @@ from ttlx.runs import state_arrays
 from ttlx.runs.run_dir import RunDir
 from ttlx.training.progress import TrainProgress
 from ttlx.training.schedule import PlateauTracker
+from ttlx.training.stopping import resume_partial
 
 KEEP_LATEST = 2  # latest steps kept on disk: a damaged newest step falls back to the one before
 
 
-def latest_step(session, iterator) -> tuple[dict, dict]:
+def latest_step(session, iterator, data_state=None) -> tuple[dict, dict]:
     """(arrays, meta) of this epoch's resumable state; marks it kept, with at most :data:`KEEP_LATEST` latest
-    steps (each with the best step its history points at: the rest are pruned once it is written)."""
-    session.kept[session.epoch] = session.best_epoch
+    steps (each with the best step its history points at: the rest are pruned once it is written).
+    ``data_state``: the loader's state to record instead of ``iterator``'s (a stop in an epoch)."""
+    if data_state is None:
+        data_state = iterator.get_state()
+        session.kept[session.epoch] = session.best_epoch
     session.kept = dict(sorted(session.kept.items())[-KEEP_LATEST:])
     meta = {
         "epoch": session.epoch,
@@ -25,7 +29,7 @@ def latest_step(session, iterator) -> tuple[dict, dict]:
         "history": session.history,
         "best_epoch": session.best_epoch,
         "best_val_loss": None if math.isinf(session.best_val_loss) else session.best_val_loss,
-        "data_iterator": ckpt.encode_json(iterator.get_state()),
+        "data_iterator": ckpt.encode_json(data_state),
         "kept": [[epoch, best] for epoch, best in session.kept.items()],
     }
     return state_arrays.flatten(session.state), meta
@@ -67,10 +71,14 @@ def resume(session, checkpoints: ckpt.RunCheckpoints, run: RunDir, iterator,
     session.history = list(meta["history"])
     session.best_epoch = meta["best_epoch"]
     session.best_val_loss = math.inf if meta["best_val_loss"] is None else meta["best_val_loss"]
+    newest = meta["partial"]["epoch"] if meta.get("partial") else meta["epoch"]  # a stopped epoch's step
     session.kept = {int(e): b for e, b in meta.get("kept", [[meta["epoch"], meta["best_epoch"]]])
-                    if int(e) <= meta["epoch"]}
+                    if int(e) <= newest}
     iterator.set_state(ckpt.decode_json(meta["data_iterator"]))
+    resume_partial(session, meta, iterator)
     checkpoints.keep_only(ckpt.LATEST, set(session.kept))  # drop steps newer than this history
     checkpoints.keep_only(ckpt.BEST, set(session.kept.values()))
     run.rewrite_metrics(session.history)
-    display.note(f"Resuming {run.path} after epoch {meta['epoch']}.")
+    partial = meta.get("partial")
+    display.note(f"Resuming {run.path} after epoch {meta['epoch']}." if not partial else
+                 f"Resuming {run.path} after step {partial['step']} of epoch {partial['epoch']}.")

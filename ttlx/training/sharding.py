@@ -69,3 +69,19 @@ def to_host(x: jax.Array) -> np.ndarray:
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+def gather_strings(local: np.ndarray) -> np.ndarray:
+    """This process's strings (one per row of its slice of a global batch) joined with every other process's,
+    in process order: the global batch's strings, on every process."""
+    if jax.process_count() == 1:
+        return local
+    from jax.experimental import multihost_utils
+
+    encoded = [s.encode() for s in local]
+    width = int(np.max(multihost_utils.process_allgather(np.asarray(max(map(len, encoded), default=0)))))
+    rows = np.zeros((len(encoded), max(width, 1)), np.uint8)
+    for i, data in enumerate(encoded):
+        rows[i, :len(data)] = np.frombuffer(data, np.uint8)
+    everyone = np.asarray(multihost_utils.process_allgather(rows, tiled=True))
+    return np.asarray([bytes(row).rstrip(b"\0").decode() for row in everyone])

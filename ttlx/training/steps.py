@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from ttlx.training.freeze import freeze_batchnorm
 from ttlx.training.losses import batch_loss_terms
-from ttlx.training.sharding import batch_sharded, replicate, replicated, shard_batch, to_host
+from ttlx.training.sharding import batch_sharded, gather_strings, replicate, replicated, shard_batch, to_host
 
 
 @dataclass
@@ -137,8 +137,8 @@ def model_part(state: dict) -> dict:
 class Predictions:
     """Logits and labels of one pass over an evaluation loader (padding removed), and the mean loss.
 
-    ``ids``: each example's id, in the same order, where one process saw every example (None with several
-    processes: each holds only its part of every batch)."""
+    ``ids``: each example's id, in the same order (gathered from every process), where asked for and the
+    loader gives them; else None."""
 
     logits: np.ndarray
     labels: np.ndarray
@@ -146,20 +146,21 @@ class Predictions:
     ids: np.ndarray | None = None
 
 
-def predict(evaluate: Callable, model_state: dict, loader, mesh: Mesh) -> Predictions:
-    """Run ``evaluate`` over every batch of ``loader``; the loss is the weighted mean over all examples."""
-    logits, labels, ids, numerators, denominators = [], [], [], [], []
-    whole = jax.process_count() == 1
+def predict(evaluate: Callable, model_state: dict, loader, mesh: Mesh, *, ids: bool = True) -> Predictions:
+    """Run ``evaluate`` over every batch of ``loader``; the loss is the weighted mean over all examples.
+    With several processes each loads its slice of every global batch; logits, labels and (``ids``) ids
+    are gathered from all, so every process returns the whole split in the loader's order."""
+    logits, labels, names, numerators, denominators = [], [], [], [], []
     for batch in loader:
         out_logits, out_labels, mask, numerator, denominator = evaluate(model_state, shard_batch(batch, mesh))
         keep = to_host(mask) > 0
         logits.append(to_host(out_logits)[keep])
         labels.append(to_host(out_labels)[keep])
-        whole = whole and "id" in batch
-        if whole:
-            ids.append(np.asarray(batch["id"]).astype(str)[keep])
+        ids = ids and "id" in batch
+        if ids:
+            names.append(gather_strings(np.asarray(batch["id"]).astype(str))[keep])
         numerators.append(numerator)
         denominators.append(denominator)
     loss = float(np.sum(jax.device_get(numerators)) / np.sum(jax.device_get(denominators)))
     return Predictions(np.concatenate(logits), np.concatenate(labels), loss,
-                       np.concatenate(ids) if whole and ids else None)
+                       np.concatenate(names) if ids and names else None)
