@@ -134,3 +134,17 @@ def test_with_nothing_imported_the_public_chexpert_weights_substitute_and_bring_
     assert grey.min() >= -1024 and grey.max() <= 1024 and np.ptp(grey) > 100
     csv_path, summary = predict_files(run, [image], out=tmp_path / "p.csv")
     assert summary["files"] == 1 and csv_path.is_file()
+
+
+def test_a_run_is_not_resumed_once_its_source_means_other_weights(tmp_path):
+    from ttlx.errors import UserError
+    from ttlx.runs.run_dir import RunDir, check_same_source
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    started = {"name": "chexpert", "resolved": "xrv-chex", "input": "xrv"}
+    (run.path / "config.json").write_text(json.dumps({"source": started}))
+    check_same_source(run, dict(started))  # unchanged: resumes
+    with pytest.raises(UserError, match=r"started from xrv-chex \(input xrv\), but --pretrained chexpert now means "
+                                        r"chexpert \(input imagenet\); start it afresh with --force"):
+        check_same_source(run, {"name": "chexpert", "resolved": "chexpert", "input": "imagenet"})

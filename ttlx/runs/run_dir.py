@@ -188,6 +188,7 @@ def open_run(path: Path, cfg: TrainConfig, model_cfg: ModelConfig, dataset: dict
         shutil.rmtree(run.path)
     elif run.exists():
         check_same_run(run, cfg, model_cfg)
+        check_same_source(run, source)
         return run, True
     run.write_config(cfg, model_cfg, dataset, source)
     return run, False
@@ -214,6 +215,17 @@ def open_run_on_all_hosts(path: Path, cfg: TrainConfig, model_cfg: ModelConfig, 
                      if jax.process_index() == 0 else (RunDir(path, writer=False), False))
     resuming = bool(multihost_utils.broadcast_one_to_all(np.asarray(resuming)))
     return run, resuming
+
+
+def check_same_source(run: RunDir, source: dict[str, Any] | None) -> None:
+    """Refuse to resume a run whose --pretrained now resolves to other weights or another input convention
+    (``chexpert`` after ``ttlx weights import``, where a substitute stood in before)."""
+    old = run.read_config().get("source")
+    if not (old and source) or (old["resolved"], old["input"]) == (source["resolved"], source["input"]):
+        return
+    raise UserError(f"The run in {run.path} started from {old['resolved']} (input {old['input']}), but "
+                    f"--pretrained {source['name']} now means {source['resolved']} (input {source['input']}); "
+                    f"start it afresh with --force, or train the new source with another --workdir.")
 
 
 def check_same_run(run: RunDir, cfg: TrainConfig, model_cfg: ModelConfig) -> None:
