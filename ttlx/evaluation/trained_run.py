@@ -61,7 +61,8 @@ class TrainedRun:
         from ttlx.models import create_model
 
         cfg, m = self.train, self.model
-        return create_model(cfg.model, cfg.trunc, num_classes=m.num_classes, head=m.head, pretrained=cfg.pretrained,
+        pretrained = self.source.get("resolved", cfg.pretrained)  # chexpert: what it stood for then
+        return create_model(cfg.model, cfg.trunc, num_classes=m.num_classes, head=m.head, pretrained=pretrained,
                             layerwise=cfg.layerwise, image_size=m.image_size, slim_from=cfg.slim_from,
                             slim_factor=cfg.slim_factor, dtype=cfg.dtype, seed=cfg.seed)
 
@@ -86,13 +87,17 @@ class TrainedRun:
                                 train=False, num_workers=self.train.num_workers, **options)
 
     @property
+    def source(self) -> dict[str, Any]:
+        """What ``--pretrained`` resolved to when the run started (config.json; empty for older runs)."""
+        import json
+
+        return dict(json.loads((self.path / "config.json").read_text()).get("source") or {})
+
+    @property
     def input_convention(self) -> str:
         """How images became network input for this run (``ttlx.data.augment.INPUT_CONVENTIONS``): the
         pretrained source's convention recorded in config.json, ``imagenet`` for runs that record none."""
-        import json
-
-        config = json.loads((self.path / "config.json").read_text())
-        return str(config.get("source", {}).get("input", "imagenet"))
+        return str(self.source.get("input", "imagenet"))
 
     def stored_form(self, data_dir=None):
         """How the run's dataset stored its images: from ``config.json``, or (runs trained before ttlx recorded
