@@ -35,6 +35,7 @@ from ttlx.training.resume import latest_step, resume
 from ttlx.training.schedule import PlateauTracker
 from ttlx.training.sharding import check_batch_size, data_mesh, local_batch_size, shard_batch
 from ttlx.training.steps import Steps, init_state, make_steps, model_arrays, model_part, predict
+from ttlx.training.volume_input import check_input_kind, loader_options, volume_record
 
 
 class TrainingDiverged(UserError):
@@ -49,13 +50,14 @@ def resolve_model(cfg: TrainConfig, num_classes: int):
         raise ConfigError("Training needs a classifier head; choose --head pool or --head flatten.")
     return resolve_config(cfg.model, cfg.trunc, layerwise=cfg.layerwise, head=cfg.head,
                           num_classes=num_classes, image_size=cfg.image_size, slim_from=cfg.slim_from,
-                          slim_factor=cfg.slim_factor, dtype=cfg.dtype)
+                          slim_factor=cfg.slim_factor, dtype=cfg.dtype, window=cfg.window)
 
 
 def plan_run(cfg: TrainConfig, data):
     """(dataset info, architecture, ModelConfig, run dir) of a training config."""
     info = data.dataset_info(cfg.dataset, cfg.data_dir)
     arch, model_cfg = resolve_model(cfg, len(info.classes))
+    check_input_kind(arch, info)  # a 3D network on images, or a 2D one on volumes: one sentence
     if cfg.freeze_until is not None:  # checked here, before any weights are read or steps compiled
         units_to_freeze(arch, model_cfg, cfg.freeze_until)
     path = Path(cfg.workdir) if cfg.workdir else default_workdir(cfg, model_cfg, info.name)
@@ -102,7 +104,8 @@ def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, da
     prefetch = batches_ahead()  # a bad setting fails before the slow build
     model = create_model(cfg.model, cfg.trunc, num_classes=model_cfg.num_classes, head=model_cfg.head,
                          pretrained=cfg.pretrained, layerwise=cfg.layerwise, image_size=cfg.image_size,
-                         slim_from=cfg.slim_from, slim_factor=cfg.slim_factor, dtype=cfg.dtype, seed=cfg.seed)
+                         slim_from=cfg.slim_from, slim_factor=cfg.slim_factor, dtype=cfg.dtype, seed=cfg.seed,
+                         window=cfg.window)
     frozen = frozen_paths(model, arch, model_cfg, cfg.freeze_until)
     labels = param_labels(model_arrays(model)[0], frozen, arch.classifier_key)
     tx = make_optimizer(labels, lr=cfg.lr, ptl_decay=cfg.ptl_decay, weight_decay=cfg.weight_decay)
@@ -115,7 +118,8 @@ def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, da
                                 train=split == "train", seed=cfg.seed, num_workers=cfg.num_workers,
                                 shard_index=jax.process_index(), shard_count=jax.process_count(),
                                 normalize=False,  # uint8: the steps normalise on the device
-                                persistent_workers=True)  # validation: the same workers every epoch
+                                persistent_workers=True,  # validation: the same workers every epoch
+                                **loader_options(info, cfg.window))
                for split in ("train", "val")]
     if loaders[0].steps_per_epoch < 1:
         raise DataError(f"The training split of {cfg.dataset} has {loaders[0].num_examples} images, fewer "
@@ -137,7 +141,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
     precompile.compile_first(cfg.to_dict(), arch, target="ttlx.training.loop:compile_programs_of", verbose=progress)
     # build before touching the run dir, so bad weights or data leave no half-made run behind
     session = build_session(cfg, arch, model_cfg, info, mesh, data)
-    dataset = {"name": info.name, "classes": list(info.classes), "multilabel": info.multilabel}
+    dataset = {"name": info.name, "classes": list(info.classes), "multilabel": info.multilabel, **volume_record(info)}
     if info.stored:  # how its images were stored, so that ttlx predict treats files alike
         dataset["stored"] = info.stored
     # what --pretrained resolved to (chexpert: maybe a substitute), its input convention, notes
