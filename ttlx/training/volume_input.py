@@ -27,3 +27,8 @@ def loader_options(info, window: int | None) -> dict[str, Any]:
     """Extra ``make_loader`` arguments: the window for a volume dataset, none for images (so data sources
     that know only images keep working)."""
     return {"window": window} if getattr(info, "volumetric", False) else {}
+
+
+def volume_record(info) -> dict[str, Any]:
+    """What ``config.json``'s dataset record adds for volumes (ttlx eval then evaluates per study)."""
+    return {"volumetric": True} if getattr(info, "volumetric", False) else {}
