@@ -79,7 +79,7 @@ def test_bad_volumes_are_listed_by_name_and_stop_the_build_unless_skipped(studie
     with pytest.raises(DataError) as stopped:
         prepare_dataset("volumes", tmp_path / "data", studies, max_size=0)
     message = str(stopped.value)
-    assert message.startswith("6 image(s) of 'volumes' could not be read: ")
+    assert message.startswith("6 volume(s) of 'volumes' could not be read: ")
     for name, why in [("positive/cut.nii.gz", "truncated"), ("positive/float.npy", "float32 voxels"),
                       ("positive/empty.npy", "empty volume"), ("positive/fraction.nii", "float32 voxels with "
                       "fractions"), ("positive/gappy", "1 missing slice(s) between"),

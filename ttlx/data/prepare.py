@@ -186,7 +186,8 @@ def _build(work: Path, name: str, spec: DatasetSpec, catalog: Catalog, settings:
     if result.bad and settings["on_bad_image"] == "stop":
         listing = ", ".join(f"{file} ({why})" for file, why in result.bad)
         raise DataError(
-            f"{len(result.bad)} image(s) of '{name}' could not be read: {listing}; replace or remove them, "
+            f"{len(result.bad)} {'volume' if spec.volumetric else 'image'}(s) of '{name}' could not be read: "
+            f"{listing}; replace or remove them, "
             "or pass --on-bad-image skip to leave them out."
         )
     shutil.rmtree(work / "records" / ".dl", ignore_errors=True)
