@@ -225,3 +225,18 @@ def test_damaged_headers_are_bad_images_with_a_reason(tmp_path):
             assert str(bad) and "\n" not in str(bad)
             outcomes["bad"] += 1
     assert outcomes["bad"] >= 100 and outcomes["opened"] >= 100
+
+
+def test_a_csv_of_dicom_files_with_patients(tmp_path):
+    import csv
+
+    rows = [["path", "label", "patient"]]
+    for i in range(20):
+        name = ("CT_small.dcm", "MR_small.dcm")[i % 2]
+        shutil.copy(bundled(name), tmp_path / f"{i:02d}.dcm")
+        rows.append([f"{i:02d}.dcm", name[:2].lower(), f"p{i // 2}"])
+    with open(tmp_path / "list.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    prepare_dataset("csv", tmp_path / "data", tmp_path, csv=tmp_path / "list.csv", name="ct_or_mr")
+    prepared = load_prepared("ct_or_mr", tmp_path / "data")
+    assert prepared.classes == ("ct", "mr") and prepared.meta["num_examples"] == 20
