@@ -57,9 +57,9 @@ class Synthetic3D(DatasetSpec):
     encoding = "int16"
     needs_manual_dir = False
     max_size = 0  # keep the generated size
-    options = {"count": 120, "slices": 48, "size": 64}
+    options = {"count": 80, "slices": 24, "size": 32}  # small enough for the 3D quick start on 2 CPU cores
 
-    def scan(self, manual_dir: Path | None = None, count: int = 120, slices: int = 48, size: int = 64) -> Catalog:
+    def scan(self, manual_dir: Path | None = None, count: int = 80, slices: int = 24, size: int = 32) -> Catalog:
         if count < 20 or slices < 4 or size < 16:
             raise ConfigError("synthetic3d needs --count of at least 20, --slices of at least 4 and --size of at "
                               "least 16.")
