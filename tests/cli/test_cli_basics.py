@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,9 @@ from ttlx import registry
 from ttlx.cli import app
 
 SUBCOMMANDS = ("models", "plugins", "weights", "prepare", "train", "eval", "analyze")
+# what makes --help slow when imported (its time is a benchmark, RESULTS.md, never a timed test)
 HEAVY = ("jax", "flax", "optax", "orbax", "grain", "tensorflow_datasets", "numpy", "ttlx.registry",
-         "ttlx.models")
+         "ttlx.models", "pydicom", "nibabel", "sklearn", "matplotlib")
 
 HELP_AND_MODULES = f"""
 import sys
@@ -38,15 +38,6 @@ def test_help_lists_the_subcommands_and_imports_nothing_heavy():
     for name in SUBCOMMANDS:
         assert f" {name} " in out, name
     assert out.strip().endswith("HEAVY: []")
-
-
-def test_help_returns_in_well_under_a_second():
-    def run_once() -> float:
-        start = time.perf_counter()
-        subprocess.run([*ttlx_command(), "--help"], capture_output=True, check=True)
-        return time.perf_counter() - start
-
-    assert min(run_once() for _ in range(3)) < 1.0  # best of 3: a busy machine may delay one start
 
 
 def run_cli(*args):
