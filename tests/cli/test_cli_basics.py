@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -25,11 +24,6 @@ except SystemExit:
     pass
 print("HEAVY:", sorted(m for m in sys.modules if m.startswith({HEAVY!r})))
 """
-
-
-def ttlx_command() -> list[str]:
-    script = Path(sys.executable).with_name("ttlx")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "ttlx.cli"]
 
 
 def test_help_lists_the_subcommands_and_imports_nothing_heavy():
