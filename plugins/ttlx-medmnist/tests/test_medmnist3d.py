@@ -55,6 +55,7 @@ def test_organmnist3d_keeps_the_official_split_and_the_voxels(tmp_path, register
     position = prepared.position["val_000004"]
     assert store.shape(position) == (28, 28, 28)
     assert np.array_equal(store.volume(position), arrays["val_images"][4].astype(np.int16))
+    assert store.intensity_window == (0.0, 255.0)  # uint8 voxels scaled to [0, 1], not through the CT window
     labels = prepared.index["labels"]
     assert labels[prepared.position["test_000005"]] == arrays["test_labels"][5, 0]
     assert pipeline.dataset_info("organmnist3d", tmp_path / "data").classes[10] == "pancreas"

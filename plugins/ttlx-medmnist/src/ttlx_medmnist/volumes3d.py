@@ -3,7 +3,8 @@
 A release file holds ``<split>_images`` of shape (N, 28, 28, 28) (or 64 per side) as uint8 and
 ``<split>_labels`` of shape (N, 1). Each volume is stored as it is (the uint8 values as int16, the first axis
 as slices, spacing unrecorded: 1 mm) through ttlx's volume store, and the official train/val/test split is used
-by every repeat. Class names and counts are those of MedMNIST's ``INFO``.
+by every repeat. The loader scales the stored 0..255 to [0, 1] (``intensity_window``), not a CT
+window. Class names and counts are those of MedMNIST's ``INFO``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class MedMnist3D(MedMnist):
     channels = 1
     encoding = "int16"
     max_size = 0
+    intensity_window = (0.0, 255.0)  # uint8 voxels, not Hounsfield units: the loader scales 0..255 to [0, 1]
 
     def __init__(self, name: str, title: str, classes: tuple[str, ...]):
         super().__init__(name, title, classes, 1)
