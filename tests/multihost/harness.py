@@ -173,6 +173,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--load", type=int, default=1, help="busy-looping processes beside the run")
+    parser.add_argument("--shared-barriers", action="store_true", help="the barrier names before the fix")
+    parser.add_argument("--timeout", type=float, default=180, help="seconds a try may take (then: hung)")
     args = parser.parse_args()
     load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     ok = 0
@@ -180,12 +182,15 @@ def main() -> None:
         for t in range(args.tries):
             work = args.out / f"try{t}"
             shutil.rmtree(work, ignore_errors=True)
-            with Cluster(args.processes, work / "logs") as cluster:
+            env = {"TINY_CLI_SHARED_BARRIERS": "1"} if args.shared_barriers else {}
+            with Cluster(args.processes, work / "logs", env=env) as cluster:
                 cluster.start(lambda i: train_args(work / "run", args.data_dir, epochs=args.epochs))  # noqa: B023
-                results = cluster.wait(600)
+                results = cluster.wait(args.timeout)
             good = all(r.returncode == 0 for r in results) and (work / "run" / "status.json").is_file()
             ok += good
+            barrier = any("is already ongoing" in r.log for r in results)
             print(f"try {t}: {'ok' if good else 'FAILED'} {[r.returncode for r in results]} "
+                  f"{'barrier collision ' if barrier else ''}"
                   f"{max(r.seconds for r in results):.0f} s" + ("" if good else f" {results[0].last_line}"),
                   flush=True)
     finally:

@@ -7,6 +7,9 @@ in the test process, so each child registers it here and then runs the ordinary 
 of epoch E ran), ``save:E`` (half-way through writing epoch E's latest checkpoint: arrays written, the step
 not committed) or ``eval:E`` (in epoch E's validation pass). The loop then waits for each epoch's checkpoints
 after the next epoch's first step, as in any epoch that lasts longer than a save (``tests/run_tiny.py``).
+
+``TINY_CLI_SHARED_BARRIERS=1`` gives the ``best`` and ``latest`` checkpoint managers the same barrier names,
+as before ttlx named them apart (``ttlx.runs.checkpoint.manager_options``): the stress runs' baseline.
 """
 
 from __future__ import annotations
@@ -88,6 +91,11 @@ def kill_at(where: str) -> None:
 
 if __name__ == "__main__":
     registry.models.register("tinynet", TINYNET, package="tests")
+    if os.environ.get("TINY_CLI_SHARED_BARRIERS"):
+        import ttlx.runs.checkpoint as ckpt
+
+        options = ckpt.manager_options
+        ckpt.manager_options = lambda ocp, name: options(ocp, "shared")
     if os.environ.get("TINY_CLI_KILL_AT"):
         kill_at(os.environ["TINY_CLI_KILL_AT"])
     main()

@@ -20,6 +20,7 @@ from pathlib import Path
 import jax
 
 from ttlx import settings
+from ttlx.runtime import compile_cache
 
 CACHE_MAX_BYTES = 4 * 2**30  # least recently used programs are evicted beyond this
 
@@ -52,10 +53,12 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     elementwise loops for as many threads as the compiling process may run on, and JAX's cache key
     leaves that out, so a program compiled on one pinned core would be loaded, unsplit, by a run on 32
     (RESULTS section 2.8). A cache set through JAX's own ``jax_compilation_cache_dir`` is used as given.
+    Several processes may share the folder at once (:mod:`ttlx.runtime.compile_cache`).
     """
     folder = Path(path).expanduser() if path is not None else compilation_cache_dir()
     if folder is None:
         return None
+    compile_cache.install()  # whole-or-nothing entries, shared safely by several processes
     if path is None and jax.config.jax_compilation_cache_dir:  # a cache set through JAX's own option wins
         return Path(jax.config.jax_compilation_cache_dir)
     if _cpu_backend_expected():
