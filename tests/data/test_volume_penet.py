@@ -77,6 +77,36 @@ def test_a_manifest_gives_the_same_dataset(tmp_path):
     assert listed and int(listed.split(";")[0].split("-")[0]) == positive["pe_idxs"][0]
 
 
+def test_studies_in_one_hdf5_file_as_the_reference_stores_them(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    folder = tmp_path / "penet"
+    records = penet_layout(folder)
+    with h5py.File(folder / "data.hdf5", "w") as f:
+        for r in records:
+            npy = folder / f"{r['study_num']}.npy"
+            f.create_dataset(str(r["study_num"]), data=np.load(npy), dtype="i2", chunks=True)
+            if r["study_num"] != records[0]["study_num"]:
+                npy.unlink()  # one .npy left over: data.hdf5 is what is read
+    (folder / f"{records[0]['study_num']}.npy").write_bytes(b"not read")
+    root = prepare_dataset("penet", tmp_path / "data", folder)
+    prepared = load_prepared("penet", tmp_path / "data")
+    store = VolumeStore(prepared.records_dir)
+    position = prepared.position[str(records[5]["study_num"])]
+    with h5py.File(folder / "data.hdf5", "r") as f:
+        np.testing.assert_array_equal(store.volume(position), f[str(records[5]["study_num"])][:])
+    assert _counts(_split(root, "test")) == SCALED["test"][:2]
+
+
+def test_hdf5_without_h5py_says_what_to_install(tmp_path, monkeypatch):
+    folder = tmp_path / "penet"
+    penet_layout(folder)
+    (folder / "data.hdf5").write_bytes(b"")
+    monkeypatch.setitem(__import__("sys").modules, "h5py", None)  # as if h5py were not installed
+    with pytest.raises(DataError, match=r"needs h5py: `pip install 'ttlx\[hdf5\]'`"):
+        prepare_dataset("penet", tmp_path / "data", folder)
+    assert not (tmp_path / "data" / "penet").exists()
+
+
 @pytest.mark.parametrize("protocol", [0, 2, 5])
 def test_every_pickle_protocol_reads_back_as_plain_records(tmp_path, protocol):
     records = [{"study_num": 7, "slice_thickness": 1.25, "is_positive": True, "num_slices": 30, "pe_idxs": [3, 4],

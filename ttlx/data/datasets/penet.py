@@ -138,7 +138,8 @@ class _VolumeSource:
         try:
             import h5py
         except ImportError:
-            raise DataError(f"Reading {self.hdf5} needs h5py: `pip install h5py`, or use the .npy files.") from None
+            raise DataError(f"Reading {self.hdf5} needs h5py: `pip install 'ttlx[hdf5]'` (or h5py), or use the "
+                            ".npy files.") from None
         try:
             with h5py.File(self.hdf5, "r") as f:
                 if study not in f:
