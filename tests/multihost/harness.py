@@ -63,8 +63,8 @@ class Cluster:
     """N processes of one multi-process run (or N independent ones with ``multihost=False``)."""
 
     def __init__(self, n: int, logs: Path, *, devices: int = 1, multihost: bool = True,
-                 env: dict[str, str] | None = None):
-        self.n, self.logs, self.devices, self.multihost = n, Path(logs), devices, multihost
+                 env: dict[str, str] | None = None, script: Path = TINY_CLI):
+        self.n, self.logs, self.devices, self.multihost, self.script = n, Path(logs), devices, multihost, script
         self.env = dict(env or {})
         self.port = free_port()
         self.procs: list[subprocess.Popen] = []
@@ -82,7 +82,7 @@ class Cluster:
         return self.logs / f"p{i}.log"
 
     def command(self, i: int, args: list[str]) -> list[str]:
-        cmd = [sys.executable, str(TINY_CLI), *args]
+        cmd = [sys.executable, str(self.script), *args]
         if self.multihost:
             cmd += ["--multihost", "--coordinator", f"127.0.0.1:{self.port}", "--num-processes", str(self.n),
                     "--process-id", str(i)]

@@ -47,7 +47,8 @@ def sweep(
     probe: Annotated[bool, typer.Option(help="First rank the points with linear probes on frozen features.")] = False,
     launcher: Annotated[str, typer.Option(help="local, slurm (submitit) or submitit-local.")] = "local",
     partition: Annotated[str | None, typer.Option(help="SLURM partition.")] = None,
-    gpus: Annotated[int, typer.Option(help="GPUs per SLURM job.")] = 1,
+    gpus: Annotated[int, typer.Option(help="GPUs per SLURM node.")] = 1,
+    nodes: Annotated[int, typer.Option(help="SLURM nodes per run (one process each, --multihost).")] = 1,
     time_min: Annotated[int, typer.Option("--time", help="SLURM time limit per run in minutes.")] = 1440,
     array_parallelism: Annotated[int, typer.Option(help="Most SLURM array tasks at once.")] = 16,
     account: Annotated[str | None, typer.Option(help="SLURM account.")] = None,
@@ -66,8 +67,9 @@ def sweep(
     # the launcher and its options are checked before the grid is expanded or the sweep dir is made
     check_bootstrap(bootstrap)
     options = launchers.SlurmOptions(partition=partition, gpus_per_node=gpus, timeout_min=time_min,
-                                     array_parallelism=array_parallelism, account=account)
+                                     array_parallelism=array_parallelism, account=account, nodes=nodes)
     launchers.check_launcher(launcher)
+    launchers.check_nodes(launcher, options)
     compiling_command()
 
     if grid_file is not None:

@@ -2,6 +2,9 @@
 
 Jobs are Python calls of :func:`ttlx.sweeps.grid.run_one` with a config dict; no shell command is ever built
 from user input. ``submitit-local`` runs the same submitit path on this machine (used by the tests).
+With ``--nodes N`` (SLURM) each run of the grid is one job of N tasks, one per node, each using its node's
+``--gpus`` GPUs: every task calls :func:`run_one_on_nodes`, where ``jax.distributed.initialize()`` reads the
+coordinator, process count and index from SLURM's variables, and the N processes train the run together.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class SlurmOptions:
     timeout_min: int = 24 * 60
     array_parallelism: int = 16
     account: str | None = None
+    nodes: int = 1  # nodes per run: one task (process) on each, training the run together
 
     def __post_init__(self) -> None:
         for flag, value in (("--partition", self.partition), ("--account", self.account)):
@@ -49,6 +53,23 @@ class SlurmOptions:
         check_int(self.mem_gb, "mem_gb", 1)
         check_int(self.timeout_min, "--time", 1, what="at least 1 (minutes)")
         check_int(self.array_parallelism, "--array-parallelism", 1)
+        check_int(self.nodes, "--nodes", 1)
+
+
+def check_nodes(kind: str, options: SlurmOptions) -> None:
+    """Several nodes per run need SLURM (its variables tell each process its place)."""
+    if options.nodes > 1 and kind != "slurm":
+        raise ConfigError(f"--nodes {options.nodes} runs each run on several SLURM nodes and needs --launcher "
+                          "slurm; on one machine, start `ttlx train --multihost` processes yourself.")
+
+
+def run_one_on_nodes(config: dict, bootstrap: int) -> dict:
+    """:func:`ttlx.sweeps.grid.run_one` as one task of a multi-node SLURM job (every task calls it)."""
+    from ttlx.training.multihost import ending_promptly, initialize
+
+    initialize(None, None, None)  # SLURM_JOB_ID, SLURM_STEP_NODELIST, SLURM_NTASKS, SLURM_PROCID, SLURM_LOCALID
+    with ending_promptly():
+        return run_one(config, bootstrap)
 
 
 def launch_local(specs: list[RunSpec], bootstrap: int, report: Report) -> list[str]:
@@ -83,12 +104,17 @@ def make_executor(kind: str, folder: Path, options: SlurmOptions):
     if kind != "slurm":
         raise ConfigError(f"Unknown launcher '{kind}'; choose local, slurm or submitit-local.")
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-    extra = {"slurm_account": options.account} if options.account else {}
-    executor.update_parameters(
-        slurm_partition=options.partition, gpus_per_node=options.gpus_per_node, tasks_per_node=1,
-        cpus_per_task=options.cpus_per_task, mem_gb=options.mem_gb, timeout_min=options.timeout_min,
-        slurm_array_parallelism=options.array_parallelism, name="ttlx-sweep", **extra)
+    executor.update_parameters(**slurm_parameters(options))
     return executor
+
+
+def slurm_parameters(options: SlurmOptions) -> dict:
+    """submitit's parameters of one run's job: ``nodes`` tasks, one per node, each with the node's GPUs."""
+    extra = {"slurm_account": options.account} if options.account else {}
+    return dict(slurm_partition=options.partition, nodes=options.nodes, tasks_per_node=1,
+                gpus_per_node=options.gpus_per_node, cpus_per_task=options.cpus_per_task, mem_gb=options.mem_gb,
+                timeout_min=options.timeout_min, slurm_array_parallelism=options.array_parallelism,
+                name="ttlx-sweep", **extra)
 
 
 def launch_submitit(specs: list[RunSpec], bootstrap: int, report: Report, *, kind: str, folder: Path,
@@ -97,7 +123,8 @@ def launch_submitit(specs: list[RunSpec], bootstrap: int, report: Report, *, kin
     check_bootstrap(bootstrap)
     executor = make_executor(kind, folder, options)
     configs = [spec.config.to_dict() for spec in specs]
-    jobs = executor.map_array(run_one, configs, [bootstrap] * len(configs))
+    task = run_one_on_nodes if options.nodes > 1 else run_one
+    jobs = executor.map_array(task, configs, [bootstrap] * len(configs))
     if not wait:
         for spec, job in zip(specs, jobs):
             report(spec, f"submitted as job {job.job_id}")
