@@ -153,3 +153,28 @@ def test_a_missing_layout_says_what_to_copy(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="neither series_list.pkl nor manifest.csv"):
         prepare_dataset("penet", tmp_path / "data", tmp_path / "empty")
+
+
+def test_windows_of_the_fixture_follow_the_reference(penet_dir, tmp_path):
+    import math
+
+    from ttlx.data.pipeline import make_loader
+    from ttlx.data.windows import window_label
+
+    folder, records = penet_dir
+    prepare_dataset("penet", tmp_path / "data", folder)
+    prepared = load_prepared("penet", tmp_path / "data")
+    test = _split(prepared.root, "test")
+    slices = {str(r["study_num"]): r["num_slices"] for r in records}
+    loader = make_loader("penet", tmp_path / "data", exp=1, split="test", batch_size=4, image_size=32, train=False,
+                         num_workers=0)  # the default window: 24 slices
+    assert len(loader.windows) == sum(math.ceil(slices[r["id"]] / 24) for r in test)
+    store = VolumeStore(prepared.records_dir)
+    pe = {str(r["study_num"]): r["pe_idxs"] for r in records}
+    labels = []
+    for record, start in zip(loader.windows.records, loader.windows.starts, strict=True):
+        study = str(prepared.index["ids"][record])
+        inside = sum(start <= i < start + 24 for i in pe[study])
+        labels.append(window_label(store, int(record), int(prepared.index["labels"][record]), int(start), 24))
+        assert labels[-1] == int(inside >= 4)
+    assert 0 < sum(labels) < len(labels)
