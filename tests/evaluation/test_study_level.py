@@ -53,7 +53,10 @@ def test_a_3d_network_on_images_and_a_2d_one_on_volumes_stop_with_one_sentence(t
         train(_config(volumes_dir, tmp_path / "a", dataset="fake", data_dir=None), progress=False, data=fake_data)
     with pytest.raises(ConfigError, match="'synthetic3d' holds 3D volumes and tinynet is a 2D network"):
         train(_config(volumes_dir, tmp_path / "b", model="tinynet"), progress=False)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ConfigError, match="--window sets the slices per window of a 3D network, and tinynet is a 2D"):
+        train(_config(volumes_dir, tmp_path / "c", model="tinynet", dataset="fake", data_dir=None), progress=False,
+              data=fake_data)
+    assert not any((tmp_path / name).exists() for name in "abc")
 
 
 @pytest.mark.slow

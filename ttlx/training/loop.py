@@ -57,7 +57,7 @@ def plan_run(cfg: TrainConfig, data):
     """(dataset info, architecture, ModelConfig, run dir) of a training config."""
     info = data.dataset_info(cfg.dataset, cfg.data_dir)
     arch, model_cfg = resolve_model(cfg, len(info.classes))
-    check_input_kind(arch, info)  # a 3D network on images, or a 2D one on volumes: one sentence
+    check_input_kind(arch, info, cfg.window)  # a 3D network on images, or a 2D one on volumes: one sentence
     if cfg.freeze_until is not None:  # checked here, before any weights are read or steps compiled
         units_to_freeze(arch, model_cfg, cfg.freeze_until)
     path = Path(cfg.workdir) if cfg.workdir else default_workdir(cfg, model_cfg, info.name)

@@ -11,8 +11,8 @@ NETWORKS_2D = "resnet50, densenet201"
 NETWORKS_3D = "penet, r3d_18"
 
 
-def check_input_kind(arch, info) -> None:
-    """One sentence when a 3D network meets 2D images or a 2D network meets volumes."""
+def check_input_kind(arch, info, window: int | None = None) -> None:
+    """One sentence when a 3D network meets 2D images, a 2D network meets volumes, or a 2D one gets a window."""
     volumes = bool(getattr(info, "volumetric", False))
     dims = int(getattr(arch, "spatial_dims", 2))
     if volumes and dims != 3:
@@ -21,6 +21,9 @@ def check_input_kind(arch, info) -> None:
     if not volumes and dims == 3:
         raise ConfigError(f"{arch.name} is a 3D network for volumes and '{info.name}' holds 2D images; choose a 2D "
                           f"--model ({NETWORKS_2D}) or a volume dataset (synthetic3d, penet, volumes).")
+    if window is not None and dims != 3:
+        raise ConfigError(f"--window sets the slices per window of a 3D network, and {arch.name} is a 2D network; "
+                          "leave --window out.")
 
 
 def loader_options(info, window: int | None) -> dict[str, Any]:
