@@ -34,10 +34,12 @@ def triple(value) -> tuple[int, int, int]:
 def conv3d(cin: int, cout: int, kernel, *, stride=1, pad=0, groups: int = 1, rngs: nnx.Rngs,
            init=layers.conv_init_fan_out, dtype=jnp.float32) -> nnx.Conv:
     """A bias-free 3D conv with torch's explicit symmetric padding; ``groups`` as torch's ``groups``."""
+    from ttlx.models.ops3d import conv_general_dilated  # grouped and 1x1x1 convs as dots on CPU
+
     pads = triple(pad)
     return nnx.Conv(cin, cout, triple(kernel), strides=triple(stride), padding=tuple((p, p) for p in pads),
                     feature_group_count=groups, use_bias=False, kernel_init=init, dtype=dtype,
-                    param_dtype=jnp.float32, rngs=rngs)
+                    param_dtype=jnp.float32, rngs=rngs, conv_general_dilated=conv_general_dilated)
 
 
 def stem_conv(conv: nnx.Conv, x: jax.Array) -> jax.Array:
