@@ -195,3 +195,21 @@ def test_sigterm_or_ctrl_c_on_one_host_saves_the_step_and_the_same_command_resum
     done = tiny_cli(*train_args(workdir, digits_dir, epochs=EPOCHS), devices=2)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_run(workdir, one_process_run)
+
+
+def test_checkpoint_every_epoch_for_many_epochs_under_cpu_load(digits_dir, tmp_path):
+    """The stress case of the orbax barrier collision ("Barrier ... is already ongoing"): 12 epochs of a small
+    epoch (4 steps), best and latest saved in the background at (nearly) every epoch, beside a busy process.
+    Before the barrier prefixes, 1 of 2 such runs failed by hand and the harness's baseline fails often
+    (``python tests/multihost/harness.py --shared-barriers``, counts in docs/guides/reliability.md)."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with Cluster(2, tmp_path / "logs") as cluster:
+            cluster.start(lambda i: train_args(tmp_path / "run", digits_dir, epochs=12, sub=12))
+            results = cluster.wait(240)
+    finally:
+        busy.kill()
+        busy.wait()
+    ok(results)
+    assert not any("already ongoing" in r.log for r in results)
+    assert [r["epoch"] for r in RunDir(tmp_path / "run").read_metrics()] == list(range(1, 13))
