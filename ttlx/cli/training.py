@@ -56,6 +56,9 @@ def train(
     dtype: Annotated[str, typer.Option(help="Compute dtype: float32 or bfloat16 (weights stay float32).")] = (
         "float32"),
     seed: Annotated[int, typer.Option(help="Seed of the initialisation and the data order.")] = 0,
+    recipe: Annotated[str, typer.Option(help="paper (Adam, plateau) or penet: the PENet reference's focal loss, "
+                                             "SGD and warmup-cosine (give --lr 0.01).")] = "paper",
+    stochastic_depth: Annotated[bool, typer.Option(help="PENet: skip blocks at random in training.")] = True,
     num_workers: Annotated[int | None, typer.Option("--num-workers", "--num_workers", help="Loader worker "
                                                     "processes (default: 0 on CPU, up to 8 per GPU).")] = None,
     data_parallel: Annotated[
@@ -86,6 +89,7 @@ def train(
         max_epoch=max_epoch,
         plateau_factor=factor, plateau_patience=patience, min_lr=min_lr, class_weighted=class_weights,
         freeze_until=freeze_until, ptl_decay=ptl_decay, seed=seed, num_workers=num_workers,
+        recipe=recipe, stochastic_depth=stochastic_depth,
         data_dir=str(data_dir) if data_dir else None, workdir=str(workdir) if workdir else None,
     )  # fmt: skip
     compiling_command()

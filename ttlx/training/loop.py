@@ -28,7 +28,7 @@ from ttlx.runtime import precompile, process
 from ttlx.training import stopping
 from ttlx.training.epoch_writer import EpochWriter
 from ttlx.training.freeze import frozen_paths, param_labels, units_to_freeze
-from ttlx.training.optim import make_optimizer, with_learning_rate
+from ttlx.training.optim import make_optimizer, with_hyperparameter, with_learning_rate
 from ttlx.training.prefetch import batches_ahead, epoch_batches
 from ttlx.training.progress import TrainProgress, note_input_bound
 from ttlx.training.resume import latest_step, resume
@@ -49,6 +49,7 @@ def resolve_model(cfg: TrainConfig, num_classes: int):
     if cfg.head in (None, "none"):
         raise ConfigError("Training needs a classifier head; choose --head pool or --head flatten.")
     return resolve_config(cfg.model, cfg.trunc, layerwise=cfg.layerwise, head=cfg.head,
+                          stochastic_depth=cfg.stochastic_depth,
                           num_classes=num_classes, image_size=cfg.image_size, slim_from=cfg.slim_from,
                           slim_factor=cfg.slim_factor, dtype=cfg.dtype, window=cfg.window)
 
@@ -104,15 +105,16 @@ def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, da
     prefetch = batches_ahead()  # a bad setting fails before the slow build
     model = create_model(cfg.model, cfg.trunc, num_classes=model_cfg.num_classes, head=model_cfg.head,
                          pretrained=cfg.pretrained, layerwise=cfg.layerwise, image_size=cfg.image_size,
+                         stochastic_depth=cfg.stochastic_depth,
                          slim_from=cfg.slim_from, slim_factor=cfg.slim_factor, dtype=cfg.dtype, seed=cfg.seed,
                          window=cfg.window)
     frozen = frozen_paths(model, arch, model_cfg, cfg.freeze_until)
     labels = param_labels(model_arrays(model)[0], frozen, arch.classifier_key)
-    tx = make_optimizer(labels, lr=cfg.lr, ptl_decay=cfg.ptl_decay, weight_decay=cfg.weight_decay)
+    tx = make_optimizer(labels, lr=cfg.lr, ptl_decay=cfg.ptl_decay, weight_decay=cfg.weight_decay, recipe=cfg.recipe)
     weights = (np.asarray(data.class_weights(cfg.dataset, cfg.data_dir, exp=cfg.exp, sub=cfg.sub), np.float32)
                if cfg.class_weighted else np.ones(len(info.classes), np.float32))
     convention = source_record(arch, cfg.pretrained)["input"]  # how images become input (the source's)
-    steps = make_steps(model, frozen, tx, weights, info.multilabel, mesh, convention)
+    steps = make_steps(model, frozen, tx, weights, info.multilabel, mesh, convention, focal=cfg.recipe == "penet")
     loaders = [data.make_loader(cfg.dataset, cfg.data_dir, exp=cfg.exp, split=split, sub=cfg.sub,
                                 batch_size=local_batch_size(cfg.batch_size), image_size=cfg.image_size,
                                 train=split == "train", seed=cfg.seed, num_workers=cfg.num_workers,
@@ -126,7 +128,11 @@ def build_session(cfg: TrainConfig, arch, model_cfg: ModelConfig, info, mesh, da
                         f"than one batch of {cfg.batch_size}; lower --bs.")
     plateau = PlateauTracker(cfg.lr, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
                              threshold=cfg.plateau_threshold)
-    return Session(cfg, mesh, steps, init_state(model, tx, cfg.seed, mesh), loaders[0], loaders[1],
+    state = init_state(model, tx, cfg.seed, mesh)
+    if cfg.recipe == "penet":  # its warmup-cosine schedule spans the run's steps
+        steps_total = cfg.max_epoch * loaders[0].steps_per_epoch
+        state["opt_state"] = with_hyperparameter(state["opt_state"], "total_steps", steps_total)
+    return Session(cfg, mesh, steps, state, loaders[0], loaders[1],
                    len(info.classes), info.multilabel, plateau, prefetch=prefetch)
 
 
@@ -207,7 +213,7 @@ def fit(session: Session, epochs: EpochWriter, iterator, display: TrainProgress)
                **epoch_metrics(val.labels, probs, session.num_classes, session.multilabel),
                "images_per_s": images_per_s, "input_wait": round(input_wait, 4)}
         note_input_bound(session.history, session.train_loader.num_workers, epoch, input_wait, display)
-        next_lr = session.plateau.step(val.loss)
+        next_lr = session.plateau.step(val.loss) if cfg.recipe == "paper" else lr  # penet: a per-step schedule
         session.state["opt_state"] = with_learning_rate(session.state["opt_state"], next_lr)
         session.history.append(row)
         improved = val.loss < session.best_val_loss

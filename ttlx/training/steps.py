@@ -83,7 +83,7 @@ def model_input(images: jax.Array, convention: str = "imagenet") -> jax.Array:
 
 
 def make_steps(model: nnx.Module, frozen: set, tx: optax.GradientTransformation, class_weights,
-               multilabel: bool, mesh: Mesh, convention: str = "imagenet") -> Steps:
+               multilabel: bool, mesh: Mesh, convention: str = "imagenet", focal: bool = False) -> Steps:
     train_graph, eval_graph = graph_defs(model, frozen)
     weights = jnp.asarray(class_weights, dtype=jnp.float32)
 
@@ -91,7 +91,7 @@ def make_steps(model: nnx.Module, frozen: set, tx: optax.GradientTransformation,
         def loss_fn(params, rest):  # copy=True: fresh variables that belong to this trace
             net = nnx.merge(train_graph, params, rest, copy=True)
             numerator, denominator = batch_loss_terms(net(model_input(batch["image"], convention)), batch, weights,
-                                                      multilabel)
+                                                      multilabel, focal)
             return numerator / denominator, nnx.as_pure(nnx.split(net, nnx.Param, ...)[2])
 
         (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], state["rest"])
@@ -106,21 +106,21 @@ def make_steps(model: nnx.Module, frozen: set, tx: optax.GradientTransformation,
     donate = (0,)
     return Steps(
         train=jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=donate),
-        evaluate=make_eval_step(eval_graph, class_weights, multilabel, mesh, convention),
+        evaluate=make_eval_step(eval_graph, class_weights, multilabel, mesh, convention, focal),
         train_graph=train_graph,
         eval_graph=eval_graph,
     )
 
 
 def make_eval_step(eval_graph: nnx.GraphDef, class_weights, multilabel: bool, mesh: Mesh,
-                   convention: str = "imagenet") -> Callable:
+                   convention: str = "imagenet", focal: bool = False) -> Callable:
     """(model_state, batch) -> (logits, label, mask, loss numerator, loss denominator), jit-compiled."""
     weights = jnp.asarray(class_weights, dtype=jnp.float32)
 
     def eval_step(model_state: dict, batch: dict):
         net = nnx.merge(eval_graph, model_state["params"], model_state["rest"], copy=True)
         logits = net(model_input(batch["image"], convention)).astype(jnp.float32)
-        numerator, denominator = batch_loss_terms(logits, batch, weights, multilabel)
+        numerator, denominator = batch_loss_terms(logits, batch, weights, multilabel, focal)
         # labels and mask come back as global arrays so every host sees the whole batch
         return logits, batch["label"], batch["mask"], numerator, denominator
 
