@@ -193,3 +193,12 @@ def test_truncated_network_ends_at_the_recorded_point(recorded, trunc, layerwise
     features = jax.device_get(nnx.jit(lambda m, x: m(x))(model, x))
     assert features.shape == outputs[point].shape
     assert relative_error(features, outputs[point]) <= TOLERANCE
+
+
+def test_freeze_until_reads_the_stem_and_stages_of_windows():
+    from ttlx.training.freeze import frozen_paths
+
+    arch, cfg = resolve_config("penet", 2, head="pool", num_classes=2, image_size=32, window=8)
+    paths = frozen_paths(abstract_model(arch, cfg), arch, cfg, 1)
+    stages = {path[1] for path in paths if path[0] == "encoders"}
+    assert stages == {0} and ("in_conv", 0, "kernel") in paths and not any(p[0] == "fc" for p in paths)

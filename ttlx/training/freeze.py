@@ -61,7 +61,9 @@ def variables_read(model: nnx.Module, units: int, image_size: int) -> set[Path]:
             x = fn(x)
         return x
 
-    x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), "float32")
+    from ttlx.models.abstract import input_shape  # images, or a 3D network's windows
+
+    x = jax.ShapeDtypeStruct(input_shape(model, image_size), "float32")
     closed = jax.make_jaxpr(forward)(state, x)
     used = {id(v) for eqn in closed.jaxpr.eqns for v in eqn.invars}
     used |= {id(v) for v in closed.jaxpr.outvars}
