@@ -82,8 +82,11 @@ def side_ttlx(args) -> dict:
 
     step, count, *_ = ttlx_step(args)
     timing = protocol.time_steps(step, warmup=args.warmup, steps=args.steps)
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None  # accelerators: the peak in use
+    peak = {"peak_device_mib": stats["peak_bytes_in_use"] / 2**20} if stats else {}
     return {"img_s": protocol.images_per_second(args.batch_size, timing), "params": count,
-            "device": str(jax.devices()[0].device_kind), "peak_rss_mib": protocol.peak_rss_mib(), **timing}
+            "device": str(device.device_kind), "peak_rss_mib": protocol.peak_rss_mib(), **peak, **timing}
 
 
 def reference_model(args):
@@ -113,26 +116,33 @@ def side_reference(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    model = reference_model(args)
+    gpu = torch.cuda.is_available()
+    device = "cuda" if gpu else "cpu"
+    model = reference_model(args).to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=protocol.LEARNING_RATE)
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.ones(protocol.NUM_CLASSES))
     images, labels = fixed_batch(args.batch_size, args.window, args.image_size)
-    x = torch.from_numpy(images).permute(0, 4, 1, 2, 3).contiguous()  # NCDHW, 1 channel
-    y = torch.from_numpy(labels).long()
+    x = torch.from_numpy(images).permute(0, 4, 1, 2, 3).contiguous().to(device)  # NCDHW, 1 channel
+    y = torch.from_numpy(labels).long().to(device)
+    loss_fn = loss_fn.to(device)
     autocast = args.dtype == "bfloat16"
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             logits = model(x.expand(-1, 3, -1, -1, -1))  # the channel repeated, as PENet's forward does
         loss_fn(logits.float(), y).backward()
         optimizer.step()
+        if gpu:
+            torch.cuda.synchronize()
 
     timing = protocol.time_steps(step, warmup=args.warmup, steps=args.steps)
     count = sum(p.numel() for p in model.parameters())
-    return {"img_s": protocol.images_per_second(args.batch_size, timing), "params": count, "device": "cpu",
-            "torch": torch.__version__, "peak_rss_mib": protocol.peak_rss_mib(), **timing}
+    peak = {"peak_device_mib": torch.cuda.max_memory_allocated() / 2**20} if gpu else {}
+    return {"img_s": protocol.images_per_second(args.batch_size, timing), "params": count,
+            "device": torch.cuda.get_device_name() if gpu else "cpu", "torch": torch.__version__,
+            "peak_rss_mib": protocol.peak_rss_mib(), **peak, **timing}
 
 
 def memory(args) -> dict:
@@ -189,7 +199,9 @@ def run(args) -> None:
                      "ratio": ratio, "params": params, "same_params": params["ttlx"] == params["reference"],
                      "ttlx_peak_rss_mib": max((r.get("peak_rss_mib", 0) for r in sides["ttlx"]), default=None),
                      "reference_peak_rss_mib": max((r.get("peak_rss_mib", 0) for r in sides["reference"]),
-                                                   default=None)})
+                                                   default=None),
+                     **{f"{k}_peak_device_mib": max(r["peak_device_mib"] for r in v if "peak_device_mib" in r)
+                        for k, v in sides.items() if any("peak_device_mib" in r for r in v)}})
     report = {"train_steps_3d": rows, "settings": {k: v for k, v in vars(args).items() if k != "func"},
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "load_before": load_before, "load_after": os.getloadavg()},

@@ -18,6 +18,9 @@
 # loop's host parts per step (OUT_DIR/between_epochs.json), and
 # `xla_options`, `variant_probe.py` with XLA's GPU compiler options as variants (CUDA graphs off, CUDA
 # graphs of any length, cuDNN runtime fusion) against ttlx as shipped, 4 rounds (OUT_DIR/xla_options.jsonl).
+# `volumes_3d`: `benchmarks/train_step_3d.py`, the penet and r3d_18 train steps against torchvision and the PENet
+# code (a checkout carried along, its path in PENET_CHECKOUT; without it only r3d_18's reference runs) at batch 8
+# of 24x192x192 windows in bfloat16, with each side's peak device memory (OUT_DIR/train_step_3d.json).
 # On a machine without network whose image lacks grain, tensorflow-datasets or array-record, install them first
 # from a wheelhouse built by tools/device_wheelhouse.sh (see tools/README.md).
 set -u
@@ -38,13 +41,14 @@ declare -A args=(
     [prefetch]=""
     [between_epochs]=""
     [xla_options]=""
+    [volumes_3d]=""
 )
 order=(resnet50_targets resnet50_ttl1 memory_startup densenet201_train latency compile)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${order[@]}")
 for name in "${stages[@]}"; do
     if [ -z "${args[$name]+set}" ]; then
-        echo "unknown stage '$name'; choose from: ${order[*]} resnet50_bs64 variants train_e2e prefetch between_epochs xla_options" >&2
+        echo "unknown stage '$name'; choose from: ${order[*]} resnet50_bs64 variants train_e2e prefetch between_epochs xla_options volumes_3d" >&2
         exit 2
     fi
 done
@@ -74,6 +78,12 @@ for name in "${stages[@]}"; do
     if [ "$name" = xla_options ]; then
         "$py" "$root/benchmarks/probes/variant_probe.py" --out "$out/xla_options.jsonl" --rounds 4 \
             --variants base no_command_buffers command_buffers_min_1 runtime_fusion 2>&1 | tee -a "$out/log.txt"
+        continue
+    fi
+    if [ "$name" = volumes_3d ]; then
+        "$py" "$root/benchmarks/train_step_3d.py" run --reference-python "$py" --penet-checkout "${PENET_CHECKOUT:-}" \
+            --models penet r3d_18 --batch-size 8 --window 24 --image-size 192 --dtype bfloat16 --steps 10 \
+            --warmup 3 --rounds 2 --json "$out/train_step_3d.json" 2>&1 | tee -a "$out/log.txt"
         continue
     fi
     if [ "$name" = variants ]; then
