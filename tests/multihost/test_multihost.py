@@ -115,20 +115,12 @@ def test_kill_9_of_every_process_in_a_step_a_save_and_validation_then_the_same_c
     assert_same_run(workdir, two_process_run)
 
 
-def test_two_processes_and_one_process_with_two_devices_agree(two_process_run, one_process_run):
-    """Same global batches, seed and data, so the same numbers up to the order of float sums: the gradient and
-    BatchNorm sums over the two halves of a batch are reduced by gloo in one program and by XLA:CPU's
-    all-reduce in the other."""
-    two, one = rows(two_process_run), rows(one_process_run)
-    assert [r["epoch"] for r in two] == [r["epoch"] for r in one]
-    for a, b in zip(two, one, strict=True):
-        for key in ("train_loss", "val_loss", "val_auroc"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4), (a["epoch"], key)
-        assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 1 / 287 + 1e-9  # at most one image's decision
-    _, got = load_model_state(two_process_run, "latest")
-    _, want = load_model_state(one_process_run, "latest")
-    for key, value in want.items():
-        np.testing.assert_allclose(got[key], value, rtol=1e-3, atol=1e-4 * np.abs(value).max(), err_msg=key)
+def test_two_processes_and_one_process_with_two_devices_give_the_identical_run(two_process_run, one_process_run):
+    """Same global batches, seed and data: every device computes the same half-batch in both layouts, and the
+    sums over the two halves (gradients, BatchNorm statistics, losses) add the same two numbers, by gloo across
+    processes or by XLA:CPU's all-reduce within one; so the metrics and weights are bit-identical (measured:
+    3 epochs, every column and every weight equal)."""
+    assert_same_run(two_process_run, one_process_run)
 
 
 def test_one_process_killed_the_other_stops_soon_with_one_sentence(digits_dir, tmp_path):
