@@ -113,7 +113,8 @@ def train(
     if test:
         from ttlx.config import EvalConfig
 
-        _evaluate(EvalConfig(run_dir=str(run_dir), bootstrap=bootstrap), False)
+        with ending_promptly():
+            _evaluate(EvalConfig(run_dir=str(run_dir), bootstrap=bootstrap), False)
 
 
 @app.command(name="eval")
