@@ -85,9 +85,12 @@ def run_cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def assert_unknown(result, kind: str, name: str, names: list[str]) -> None:
+def assert_unknown(result, kind: str, name: str, names: list[str], data_dir: Path | None = None) -> None:
     assert result.exit_code == 2 and result.stdout == "", result.output
-    assert result.stderr == f"Error: Unknown {kind} '{name}'; choose one of: {', '.join(names)}.\n"
+    # an unknown dataset may also be a name given with --name: the sentence says where those were looked for
+    own = "" if data_dir is None else (f", or a name given with `ttlx prepare folder|csv|volumes --name` in "
+                                       f"{data_dir} (none there yet)")
+    assert result.stderr == f"Error: Unknown {kind} '{name}'; choose one of: {', '.join(names)}{own}.\n"
 
 
 def written(place: Path) -> list[str]:
@@ -100,7 +103,7 @@ def test_a_sweep_refuses_a_dataset_or_model_holding_shell_syntax(index, place, d
     common = ["--trunc", "1", "--exp", "1", "--pretrained", "random", "--head", "pool", "--image-size", "32",
               "--data-dir", digits_dir]
     assert_unknown(run_cli("sweep", "--dataset", name, "--model", "tinynet", *common),
-                   "dataset", name, registry.datasets.names())
+                   "dataset", name, registry.datasets.names(), digits_dir)
     assert_unknown(run_cli("sweep", "--dataset", "digits", "--model", name, *common, "--launcher", "submitit-local"),
                    "model", name, registry.models.names())
     assert written(place) == []  # no marker, no sweep dir, no submitit folder
@@ -110,7 +113,7 @@ def test_a_sweep_refuses_a_dataset_or_model_holding_shell_syntax(index, place, d
 def test_train_and_prepare_refuse_names_holding_shell_syntax(index, place, digits_dir):
     name = hostile(place)[index]
     assert_unknown(run_cli("train", "--dataset", name, "--model", "tinynet", "--data-dir", digits_dir),
-                   "dataset", name, registry.datasets.names())
+                   "dataset", name, registry.datasets.names(), digits_dir)
     assert_unknown(run_cli("train", "--dataset", "digits", "--model", name, "--data-dir", digits_dir),
                    "model", name, registry.models.names())
     assert_unknown(run_cli("prepare", name, "--data-dir", place / "data"), "dataset", name, registry.datasets.names())
@@ -124,7 +127,7 @@ def test_a_grid_file_naming_shell_syntax_is_refused(place):
     grid = place.parent / f"{place.name}.toml"
     grid.write_text(f'dataset = "{name}"\nmodel = "tinynet"\ntrunc = [1]\nexp = [1]\n')
     assert_unknown(run_cli("sweep", "--grid", grid, "--out", place / "sweep"), "dataset", name,
-                   registry.datasets.names())
+                   registry.datasets.names(), Path("data"))  # the default data dir
     assert written(place) == []
 
 
