@@ -26,6 +26,7 @@ def relative(a, b) -> float:
 @pytest.mark.parametrize(("shape", "kernel", "strides", "padding", "groups"), [
     ((2, 4, 6, 6, 8), (3, 3, 3), (1, 1, 1), ((1, 1),) * 3, 4),   # PENet's 3x3x3 grouped conv
     ((1, 5, 7, 6, 8), (3, 3, 3), (2, 2, 2), ((1, 1),) * 3, 2),   # its strided first block, odd sizes
+    ((1, 3, 4, 5, 32), (3, 3, 3), (1, 2, 1), ((1, 1),) * 3, 2),  # wide groups: a dot per tap
     ((2, 4, 6, 6, 8), (1, 1, 1), (1, 1, 1), ((0, 0),) * 3, 1),   # 1x1x1
     ((2, 5, 6, 7, 8), (1, 1, 1), (2, 2, 2), ((0, 0),) * 3, 1),   # the strided skip path
 ])
