@@ -31,7 +31,7 @@ def free_port() -> int:
 
 
 def train_command(workdir: Path, data_dir: Path, epochs: int, bs: int) -> list[str]:
-    return [sys.executable, "-m", "ttlx", "train", "--dataset", "digits", "--data-dir", str(data_dir), "--model",
+    return [sys.executable, "-m", "ttlx.cli", "train", "--dataset", "digits", "--data-dir", str(data_dir), "--model",
             "resnet50", "--trunc", "1", "--pretrained", "random", "--image-size", "32", "--max-epoch", str(epochs),
             "--bs", str(bs), "--workdir", str(workdir), "--no-progress"]
 

@@ -108,6 +108,9 @@ def train(
             with ending_promptly():  # several processes: an error in one ends every one, soon, in one sentence
                 run_dir = training.train(cfg, force=force, progress=progress)
         except TrainingStopped as stop:  # SIGTERM or Ctrl-C: the step finished and was saved
+            from ttlx.data.worker_signals import release_shared_memory
+
+            release_shared_memory()  # the loaders' last batches, before the process ends
             typer.echo(str(stop), err=True)
             raise typer.Exit(code=stop.exit_code) from None
     if test:

@@ -89,9 +89,7 @@ class Session:
     # latest steps on disk -> the best epoch each one's history points at (both are kept)
     kept: dict[int, int | None] = field(default_factory=dict)
     prefetch: int = 0  # batches placed on the devices ahead of the step, by a thread (ttlx.training.prefetch)
-    stop: stopping.StopSignals = field(default_factory=stopping.StopSignals)  # SIGTERM, Ctrl-C
-    partial: dict | None = None  # the unfinished epoch a resumed run starts in (ttlx.training.stopping)
-    partial_on_disk: int | None = None  # that epoch, while its checkpoint is the newest latest step
+    stop: stopping.StopSignals = field(default_factory=stopping.StopSignals)  # SIGTERM, Ctrl-C; a stopped epoch
 
     @property
     def epoch(self) -> int:
@@ -165,8 +163,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: bool = True, data=
         with display.running(), process.heap_frozen(), session.stop.installed():
             summary = fit(session, epochs, iterator, display)
     except stopping.StopRequested as stop:  # the step is done: save where it stands, then one sentence
-        stopping.save_partial(session, epochs, stop)
-        raise stopping.stopped(session, stop, run.path, session.stop) from None
+        raise stopping.save_partial(session, epochs, stop, run.path) from None
     finally:
         epochs.close()  # an epoch still being written when training stopped on an error is completed
         iterator.close()  # the loaders' worker processes end with the run (a sweep starts the next one)
@@ -260,9 +257,8 @@ def train_epoch(session: Session, iterator, epoch: int, display: TrainProgress,
                 rate = (step - first) * session.cfg.batch_size / (time.perf_counter() - start)
                 display.update(step - 1, float(losses[-2]), rate)
             if session.stop.due((epoch - 1) * steps_per_epoch + step):  # SIGTERM, Ctrl-C: every process agrees
-                position = stopping.data_position(iterator, mark, step - first + 1)
                 raise stopping.StopRequested(epoch, step, losses, before + time.perf_counter() - start,
-                                             waited + batches.waited, *position)
+                                             waited + batches.waited, (iterator, mark, first))
     finally:
         batches.close()
     values = np.asarray(jax.device_get(losses), dtype=np.float64)

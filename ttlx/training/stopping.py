@@ -36,10 +36,14 @@ class TrainingStopped(KeyboardInterrupt):
 class StopRequested(Exception):  # noqa: N818 - a request, not an error
     """Raised by the training loop after the step at which every process agreed to stop."""
 
-    def __init__(self, epoch: int, step: int, losses: list, seconds: float, waited: float, data_state, skip: int):
+    def __init__(self, epoch: int, step: int, losses: list, seconds: float, waited: float, position: tuple):
+        """``position``: (loader iterator, its state at the first step of this process's part of the epoch when
+        a thread reads batches ahead, else None; that first step)."""
         super().__init__(f"stop after step {step} of epoch {epoch}")
         self.epoch, self.step, self.losses, self.seconds, self.waited = epoch, step, losses, seconds, waited
-        self.data_state, self.skip = data_state, skip  # the loader's state, and batches to read past after it
+        iterator, mark, first = position
+        # the loader's state, and the batches to read past after it
+        self.data_state, self.skip = data_position(iterator, mark, step - first + 1)
 
 
 class StopSignals:
@@ -49,6 +53,8 @@ class StopSignals:
         self.signal: int | None = None
         self.multi = jax.process_count() > 1
         self._previous: dict[int, object] = {}
+        self.partial: dict | None = None  # the unfinished epoch a resumed run starts in
+        self.partial_on_disk: int | None = None  # that epoch, while its checkpoint is the newest latest step
 
     @contextlib.contextmanager
     def installed(self):
@@ -87,8 +93,9 @@ class StopSignals:
         return False
 
 
-def save_partial(session, epochs, stop: StopRequested) -> None:
-    """Write the ``latest`` checkpoint of the unfinished epoch ``stop.epoch`` (after the epoch before it)."""
+def save_partial(session, epochs, stop: StopRequested, run_path) -> TrainingStopped:
+    """Write the ``latest`` checkpoint of the unfinished epoch ``stop.epoch`` (after the epoch before it); returns
+    the error to end the command with."""
     from ttlx.training.resume import KEEP_LATEST, latest_step
 
     epochs.settle()
@@ -104,14 +111,15 @@ def save_partial(session, epochs, stop: StopRequested) -> None:
     checkpoints.finish()
     checkpoints.keep_only(ckpt.LATEST, set(session.kept))
     checkpoints.keep_only(ckpt.BEST, set(session.kept.values()))
+    return stopped(session, stop, run_path, session.stop)
 
 
 def drop_partial(session, epochs, epoch: int) -> None:
     """Delete the unfinished epoch's checkpoint before the epoch's full one is written in its place (a kill
     between the two resumes from the epoch before, and trains this one again)."""
-    if session.partial_on_disk == epoch:
+    if session.stop.partial_on_disk == epoch:
         epochs.checkpoints.delete(ckpt.LATEST, epoch)
-    session.partial_on_disk = None
+    session.stop.partial_on_disk = None
 
 
 def stopped(session, stop: StopRequested, run_path, signals: StopSignals) -> TrainingStopped:
@@ -128,7 +136,7 @@ def stopped(session, stop: StopRequested, run_path, signals: StopSignals) -> Tra
 def resume_partial(session, meta: dict, iterator) -> None:
     """Take up an unfinished epoch's checkpoint: the loop starts at its next step with its losses."""
     partial = meta.get("partial")
-    session.partial = partial
+    session.stop.partial = partial
     if partial and partial.get("skip"):  # the state is the epoch's start: read past the batches it trained
         for _ in range(partial["skip"]):
             next(iterator)
@@ -137,10 +145,10 @@ def resume_partial(session, meta: dict, iterator) -> None:
 def first_step(session, epoch: int) -> tuple[int, list, float, float]:
     """(first step, losses so far, seconds and loader wait so far) of ``epoch``: 1, [] unless it resumes an
     unfinished one. The unfinished epoch's checkpoint is deleted when it ends (its full one replaces it)."""
-    partial, session.partial = session.partial, None
+    partial, session.stop.partial = session.stop.partial, None
     if not partial or partial["epoch"] != epoch:
         return 1, [], 0.0, 0.0
-    session.partial_on_disk = epoch
+    session.stop.partial_on_disk = epoch
     return partial["step"] + 1, [np.float32(x) for x in partial["losses"]], partial["seconds"], partial["waited"]
 
 
