@@ -101,3 +101,11 @@ def test_the_site_builds_strictly(tmp_path):
         rel = page.relative_to(DOCS).with_suffix("")
         expected = "index.html" if rel.as_posix() == "index" else f"{rel.as_posix()}/index.html"
         assert expected in built, f"{page.relative_to(ROOT)} was not built"
+
+
+def test_the_readme_stays_a_users_page_under_10_kb():
+    # guides, reference and internals belong in docs/; the README's links must point at pages that exist
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.encode("utf-8")) < 10_000
+    links = re.findall(r"\]\(((?:docs|benchmarks)/[^)#]+)", readme)
+    assert links and not [link for link in links if not (ROOT / link).exists()]
