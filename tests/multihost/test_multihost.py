@@ -22,6 +22,7 @@ from ttlx.runs.run_dir import RunDir
 from ttlx.training.loop import TIMING_COLUMNS
 
 EPOCHS = 3
+SLOW = {"TINY_CLI_STEP_SLEEP": "0.25"}  # train steps after epoch 1 take 0.25 s longer: a signal lands in one
 pytestmark = pytest.mark.slow  # every case starts processes that import JAX and train (10 s and more)
 
 
@@ -151,7 +152,7 @@ def sigterm_after_epoch_1(cluster: Cluster) -> None:
 def test_sigterm_to_every_process_saves_the_step_and_the_same_commands_resume(two_process_run, digits_dir,
                                                                              tmp_path):
     workdir = tmp_path / "run"
-    with Cluster(2, tmp_path / "logs") as cluster:
+    with Cluster(2, tmp_path / "logs", env=SLOW) as cluster:
         cluster.start(lambda i: train_args(workdir, digits_dir, epochs=EPOCHS))
         sigterm_after_epoch_1(cluster)
         results = cluster.wait(60)
@@ -171,7 +172,7 @@ def test_sigterm_or_ctrl_c_on_one_host_saves_the_step_and_the_same_command_resum
                                                                                   one_process_run, digits_dir,
                                                                                   tmp_path):
     workdir = tmp_path / "run"
-    with Cluster(1, tmp_path / "logs", devices=2, multihost=False) as cluster:
+    with Cluster(1, tmp_path / "logs", devices=2, multihost=False, env=SLOW) as cluster:
         cluster.start(lambda i: train_args(workdir, digits_dir, epochs=EPOCHS, extra=("--num-workers", "1")))
         deadline = time.monotonic() + 120
         while not cluster.log_has(0, "epoch   1") and time.monotonic() < deadline:

@@ -8,6 +8,7 @@ of epoch E ran), ``save:E`` (half-way through writing epoch E's latest checkpoin
 not committed) or ``eval:E`` (in epoch E's validation pass). The loop then waits for each epoch's checkpoints
 after the next epoch's first step, as in any epoch that lasts longer than a save (``tests/run_tiny.py``).
 
+``TINY_CLI_STEP_SLEEP=S`` makes every train step after epoch 1 take S seconds longer (where signals land).
 ``TINY_CLI_SHARED_BARRIERS=1`` gives the ``best`` and ``latest`` checkpoint managers the same barrier names,
 as before ttlx named them apart (``ttlx.runs.checkpoint.manager_options``): the stress runs' baseline.
 """
@@ -89,8 +90,35 @@ def kill_at(where: str) -> None:
         raise SystemExit(f"unknown kill point {where}")
 
 
+def slow_steps(seconds: float) -> None:
+    """Each train step after epoch 1 takes ``seconds`` longer (the numbers are unchanged): a signal sent
+    after epoch 1's line lands in a train step, however fast this machine is."""
+    import time
+
+    import ttlx.training.loop as training
+
+    build = training.build_session
+
+    def build_slowly(*args, **kwargs):
+        session = build(*args, **kwargs)
+        train_step, calls = session.steps.train, {"n": 0}
+
+        def slow(state, batch):
+            calls["n"] += 1
+            if calls["n"] > session.train_loader.steps_per_epoch:
+                time.sleep(seconds)
+            return train_step(state, batch)
+
+        session.steps.train = slow
+        return session
+
+    training.build_session = build_slowly
+
+
 if __name__ == "__main__":
     registry.models.register("tinynet", TINYNET, package="tests")
+    if os.environ.get("TINY_CLI_STEP_SLEEP"):
+        slow_steps(float(os.environ["TINY_CLI_STEP_SLEEP"]))
     if os.environ.get("TINY_CLI_SHARED_BARRIERS"):
         import ttlx.runs.checkpoint as ckpt
 

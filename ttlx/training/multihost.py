@@ -21,13 +21,18 @@ import traceback
 
 HEARTBEAT_TIMEOUT_S = 20  # JAX's default is 100 s: a dead process kept the others blocked for about a minute
 EXIT_PEER_LOST = 3
+# How long a finished process waits for the others at JAX's shutdown barrier (JAX's default: 300 s). They
+# finish together; a process that died after saying goodbye (a SIGTERM during its own shutdown) no longer holds
+# the others for five minutes.
+SHUTDOWN_TIMEOUT_S = 60
 
 
 def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
     """``jax.distributed.initialize`` with ttlx's heartbeat timeout, then the watch of the other processes."""
     import jax
 
-    jax.distributed.initialize(coordinator, num_processes, process_id, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    jax.distributed.initialize(coordinator, num_processes, process_id, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+                               shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
     if jax.process_count() > 1:
         watch_processes()
 
