@@ -4,7 +4,7 @@ their taps, and 1x1x1 convolutions as dots.
 XLA:CPU runs a grouped convolution (PENet's 3x3x3 conv in 32 groups) at a small fraction of its dense
 speed, and its gradient worse: on 2 cores, a stage-1 conv of 2 windows (2x12x24x24x128) took 3.1 s
 forward and backward, against 1.2 s as taps and a dot, and 0.44 against 0.12 s at stage 2
-(``benchmarks/RESULTS.md`` section 14; a sum of broadcast multiply-adds per tap was tried and was 3x slower
+(``benchmarks/RESULTS.md`` section 15; a sum of broadcast multiply-adds per tap was tried and was 3x slower
 in the whole step, its input gradient unfused). Here the 27 taps of each output position are gathered (the
 "im2col" patches), and one ``dot_general`` with the groups as its batch dimension sums them. The patches are
 27 times the input, so they are not kept for the backward pass: it gathers them again from the input
