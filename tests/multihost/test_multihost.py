@@ -142,26 +142,27 @@ def test_one_process_killed_the_other_stops_soon_with_one_sentence(digits_dir, t
     assert "Traceback" not in survivor.log
 
 
-def sigterm_after_epoch_1(cluster: Cluster) -> None:
-    deadline = time.monotonic() + 120
-    while not cluster.log_has(0, "epoch   1") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    cluster.signal(signal.SIGTERM)
-
-
-def test_sigterm_to_every_process_saves_the_step_and_the_same_commands_resume(two_process_run, digits_dir,
-                                                                             tmp_path):
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["sigterm-to-every-process", "ctrl-c-on-process-0"])
+def test_sigterm_or_ctrl_c_stops_every_process_after_one_step_and_the_same_commands_resume(
+        ctrl_c, two_process_run, digits_dir, tmp_path):
     workdir = tmp_path / "run"
     with Cluster(2, tmp_path / "logs", env=SLOW) as cluster:
         cluster.start(lambda i: train_args(workdir, digits_dir, epochs=EPOCHS))
-        sigterm_after_epoch_1(cluster)
+        deadline = time.monotonic() + 120
+        while not cluster.log_has(0, "epoch   1") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cluster.signal(signal.SIGINT, [0]) if ctrl_c else cluster.signal(signal.SIGTERM)
         results = cluster.wait(60)
+    steps = set()
     for r in results:
-        assert r.returncode == 143, r.log[-3000:]
-        assert r.last_line.startswith("Stopped by SIGTERM after step ")
+        by = "Ctrl-C" if ctrl_c and r.index == 0 else "SIGTERM or Ctrl-C to a process of this run"
+        assert r.returncode == (130 if ctrl_c and r.index == 0 else 143), r.log[-3000:]
+        assert r.last_line.startswith(f"Stopped by {by} after step ")
         assert r.last_line.endswith(f"its checkpoint saved in {workdir}; re-run the same command on every host "
                                     "to resume there.")
-        assert max(cluster.ended.values()) - min(cluster.ended.values()) < 10
+        steps.add(r.last_line.split(" in epoch")[0].rsplit("after step ", 1)[1])
+    assert len(steps) == 1  # every process stopped after the same step
+    assert max(cluster.ended.values()) - min(cluster.ended.values()) < 10
     ok(train_two(workdir, digits_dir, tmp_path / "logs2"))
     assert "Resuming" in (tmp_path / "logs2" / "p0.log").read_text()
     assert_same_run(workdir, two_process_run)

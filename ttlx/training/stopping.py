@@ -127,6 +127,8 @@ def stopped(session, stop: StopRequested, run_path, signals: StopSignals) -> Tra
     name = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}.get(signals.signal, "a stop request")
     code = 130 if signals.signal == signal.SIGINT else 143
     hosts = " on every host" if jax.process_count() > 1 else ""
+    if signals.multi and signals.signal != signal.SIGINT:  # JAX's notice: this process's SIGTERM or another's
+        name = "SIGTERM or Ctrl-C to a process of this run"
     return TrainingStopped(
         f"Stopped by {name} after step {stop.step} of {session.train_loader.steps_per_epoch} in epoch "
         f"{stop.epoch}, its checkpoint saved in {run_path}; re-run the same command{hosts} to resume there.",
