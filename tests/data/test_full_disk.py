@@ -52,7 +52,7 @@ def test_a_full_tmpfs_gives_one_sentence_and_keeps_the_previous_dataset_2d_and_3
         $TTLX prepare synthetic --count 40 --size 32 --data-dir {disk}/data >/dev/null 2>&1; echo "small rc=$?"
         $TTLX prepare synthetic --count 2000 --size 128 --force --data-dir {disk}/data 2>&1 >/dev/null
         echo "rc=$?"; echo "left: $(ls -A {disk}/data)"; grep num_examples {disk}/data/synthetic/prepared.json
-        $TTLX prepare synthetic3d --count 40 --data-dir {disk}/data 2>&1 >/dev/null
+        $TTLX prepare synthetic3d --count 80 --size 64 --data-dir {disk}/data 2>&1 >/dev/null
         echo "rc=$?"; echo "left 3d: $(ls -A {disk}/data)"
     """, disk)
     errors = [line for line in out.splitlines() if line.startswith("Error:")]
