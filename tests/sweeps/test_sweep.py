@@ -130,7 +130,7 @@ def test_local_sweep_runs_every_run_skips_finished_ones_and_survives_a_failure(t
     eval_files = sorted((tmp_path / "runs").glob("tinynet_t1_*/eval_test.json"))
     evals = [json.loads(p.read_text())["auroc"] for p in eval_files]
     assert rows["t1"]["auroc"] == pytest.approx(np.mean(evals))
-    assert (tmp_path / "summary.csv").read_text().startswith("method,point,sub,repeats,auroc,auroc_std")
+    assert (tmp_path / "summary.csv").read_text().startswith("source,method,point,sub,repeats,auroc,auroc_std")
     assert (tmp_path / "summary_auroc.png").stat().st_size > 1000
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/metrics.jsonl")}
