@@ -77,6 +77,8 @@ def test_names_resolve_case_insensitively():
     (dict(name="layerttl_resnet50", trunc=18), "takes -1 or 1..17"),
     (dict(name="resnet50", head="avg"), "Unknown head 'avg'"),
     (dict(name="resnet50", slim_from=5), "cannot be slimmed from stage 5"),
+    (dict(name="r3d_18", slim_from=3, window=8, image_size=32),
+     "r3d_18 has no slimmed version for the TF baseline; leave out --slim-from."),
 ])
 def test_bad_configs_name_what_is_valid(kwargs, message):
     name = kwargs.pop("name")

@@ -106,6 +106,8 @@ class Architecture:
         if self.spatial_dims == 3 and window is not None and window < 1:
             raise ConfigError(f"--window {window} holds no slices; use at least 1 slice per window.")
         if cfg.slim_from is not None:
+            if not self.slim_stages:
+                raise ConfigError(f"{self.name} has no slimmed version for the TF baseline; leave out --slim-from.")
             if cfg.slim_from not in self.slim_stages:
                 stages = ", ".join(str(s) for s in self.slim_stages)
                 raise ConfigError(f"{self.name} cannot be slimmed from stage {cfg.slim_from}; choose {stages}.")
