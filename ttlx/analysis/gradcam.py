@@ -21,7 +21,8 @@ from ttlx.errors import ConfigError
 
 @dataclass(frozen=True)
 class GradCAM:
-    """Maps for a batch of images: ``maps`` [B, S, S] and ``coarse`` [B, h, w], both in [0, 1]."""
+    """Maps for a batch of images: ``maps`` [B, S, S] and ``coarse`` [B, h, w], both in [0, 1]; for windows
+    of slices (NDHWC) ``maps`` [B, D, S, S] and ``coarse`` [B, d, h, w]."""
 
     maps: np.ndarray
     coarse: np.ndarray
@@ -56,15 +57,16 @@ def _cam(graphdef, state, images, target, index: int):
         return jnp.sum(jnp.take_along_axis(logits, chosen[:, None], axis=1)), (logits, chosen)
 
     grads, (logits, chosen) = jax.grad(score, has_aux=True)(acts)
-    weights = jnp.mean(grads.astype(jnp.float32), axis=(1, 2))  # [B, C]: the channel importances alpha_k^c
-    cam = jax.nn.relu(jnp.einsum("bhwc,bc->bhw", acts.astype(jnp.float32), weights))
-    size = images.shape[1:3]
+    spatial = tuple(range(1, acts.ndim - 1))  # (h, w) of an image, (d, h, w) of a window of slices
+    weights = jnp.mean(grads.astype(jnp.float32), axis=spatial)  # [B, C]: the channel importances alpha_k^c
+    cam = jax.nn.relu(jnp.einsum("b...c,bc->b...", acts.astype(jnp.float32), weights))
+    size = images.shape[1:-1]
     full = jax.image.resize(cam, (cam.shape[0], *size), method="bilinear")
     return _unit_scale(cam), _unit_scale(full), logits, chosen
 
 
 def _unit_scale(maps: jax.Array) -> jax.Array:
-    peak = jnp.max(maps, axis=(1, 2), keepdims=True)
+    peak = jnp.max(maps, axis=tuple(range(1, maps.ndim)), keepdims=True)
     return jnp.where(peak > 0, maps / jnp.where(peak > 0, peak, 1.0), 0.0)
 
 
@@ -72,7 +74,8 @@ _cam_jit = jax.jit(_cam, static_argnums=(0, 4))
 
 
 def gradcam(model, images, *, layer: str | None = None, target=None, batch_size: int = 16) -> GradCAM:
-    """Grad-CAM maps of ``images`` (float32 NHWC, normalised) for ``target`` classes (default: predicted).
+    """Grad-CAM maps of ``images`` (float32 NHWC, or NDHWC windows; normalised) for ``target`` classes
+    (default: predicted).
 
     ``target`` is one class index for all images or one per image. The model needs a head. Images go
     through in chunks of ``batch_size`` (the last one padded, so one compilation serves all).
@@ -103,7 +106,7 @@ def _padded(rows: np.ndarray, size: int) -> np.ndarray:
 
 
 def peak_position(maps: np.ndarray) -> np.ndarray:
-    """[B, 2] (row, column) of each map's maximum."""
+    """[B, 2] (row, column) of each map's maximum; [B, 3] (slice, row, column) for windows."""
     flat = maps.reshape(maps.shape[0], -1).argmax(axis=1)
     return np.stack(np.unravel_index(flat, maps.shape[1:]), axis=1)
 

@@ -32,7 +32,7 @@ class ProbePoint:
 
 
 def probe_points(model: str, *, points: Sequence[int] | None = None, layerwise: bool = False,
-                 image_size: int = 224) -> list[ProbePoint]:
+                 image_size: int = 224, window: int | None = None) -> list[ProbePoint]:
     """The block-wise points of ``model`` (or the given ones; all 0..N when ``layerwise`` and none given).
 
     Unknown points raise :class:`ttlx.errors.ConfigError` naming the point, before any data is read.
@@ -45,7 +45,8 @@ def probe_points(model: str, *, points: Sequence[int] | None = None, layerwise: 
     wanted = points if points is not None else (arch.layer_points() if layerwise else arch.block_points)
     found = []
     for trunc in wanted:
-        _, cfg = resolve_config(arch.name, trunc, layerwise=layerwise, head=None, image_size=image_size)
+        _, cfg = resolve_config(arch.name, trunc, layerwise=layerwise, head=None, image_size=image_size,
+                                window=window)
         network = abstract_model(arch, cfg)
         names = [name for name, _ in network.units()]
         found.append(ProbePoint(cfg.trunc, layerwise, names[-1], count_params(network)[0], len(names)))
@@ -152,28 +153,33 @@ def probe_dataset(dataset: str, model: str, pretrained: str = "imagenet", *,
                   points: Sequence[int] | None = None, layerwise: bool = False,
                   layerwise_points: Sequence[int] = (), exp: int = 1, sub: int = 100, image_size: int = 224,
                   batch_size: int = 32, data_dir=None, num_workers: int = 0, seed: int = 0,
-                  data=None) -> list[dict]:
+                  data=None, window: int | None = None) -> list[dict]:
     """Rank the truncation points of ``model`` on a prepared dataset (train split fits, val split scores).
 
     ``points`` are block-wise (layer-wise with ``layerwise``); ``layerwise_points`` adds layer-wise points
     to the same pass. Both splits go through the eval transform (resize + centre crop, no augmentation),
-    once each. ``data`` replaces ``ttlx.data.pipeline`` (tests pass an in-memory stand-in).
+    once each. ``data`` replaces ``ttlx.data.pipeline`` (tests pass an in-memory stand-in). A 3D network
+    probes windows of ``window`` slices (None: 24), each window's pooled features and label one example.
     """
     from ttlx.models import create_model, get_architecture
+    from ttlx.training.volume_input import check_input_kind
 
     arch = get_architecture(model).name  # a legacy name must not translate the points a second time
-    chosen = probe_points(arch, points=points, layerwise=layerwise, image_size=image_size)
+    chosen = probe_points(arch, points=points, layerwise=layerwise, image_size=image_size, window=window)
     if layerwise_points:
-        chosen += probe_points(arch, points=layerwise_points, layerwise=True, image_size=image_size)
-    deepest = max(chosen, key=lambda p: p.depth)
-    backbone = create_model(arch, deepest.trunc, layerwise=deepest.layerwise, head=None, pretrained=pretrained,
-                            image_size=image_size)
+        chosen += probe_points(arch, points=layerwise_points, layerwise=True, image_size=image_size, window=window)
     if data is None:
         from ttlx.data import pipeline as data
+    info = data.dataset_info(dataset, data_dir)
+    check_input_kind(get_architecture(arch), info, window)  # a 3D network on images: one sentence
+    deepest = max(chosen, key=lambda p: p.depth)
+    backbone = create_model(arch, deepest.trunc, layerwise=deepest.layerwise, head=None, pretrained=pretrained,
+                            image_size=image_size, window=window)
+    windows = {"window": window} if getattr(info, "volumetric", False) else {}  # 2D loaders take no window
 
     def loader(split):
         return data.make_loader(dataset, data_dir, exp=exp, split=split, sub=sub, batch_size=batch_size,
-                                image_size=image_size, train=False, num_workers=num_workers)
+                                image_size=image_size, train=False, num_workers=num_workers, **windows)
 
     return probe(backbone, chosen, loader("train"), loader("val"), seed)
 

@@ -31,13 +31,22 @@ def svcca_of_run(run_dir, *, split: str = "test", images: int = 256, positions: 
 
 def gradcam_of_run(run_dir, *, split: str = "test", count: int = 8, paths=(), layer: str | None = None,
                    out=None, data_dir=None, data=None, checkpoint: str = "best") -> list[Path]:
-    """Grad-CAM overlays of the first ``count`` images of a split, or of image files, with an index JSON."""
+    """Grad-CAM overlays of the first ``count`` images of a split, or of image files, with an index JSON.
+
+    A run trained on volumes explains the first ``count`` windows of the split, one slice montage each
+    (``ttlx.analysis.montage``).
+    """
     from ttlx.analysis.gradcam import gradcam, peak_position, write_overlays
     from ttlx.evaluation.predict import image_files
 
     if count < 1:
         raise ConfigError(f"--n must be at least 1, got {count}.")
     run = open_trained_run(run_dir)
+    if run.dataset.get("volumetric"):
+        if paths:
+            raise DataError(f"{run.path} was trained on volumes, so Grad-CAM explains windows of its dataset's "
+                            "studies (--split), not image files.")
+        return _gradcam_windows(run, split, count, layer, out, data_dir, data, checkpoint)
     if paths:
         images = image_files(paths, run.model.image_size, run.stored_form(data_dir), run.input_convention)
         ids, labels = [str(p) for p in paths], None
@@ -56,6 +65,34 @@ def gradcam_of_run(run_dir, *, split: str = "test", count: int = 8, paths=(), la
              for i, p in enumerate(written)]
     (out / "gradcam.json").write_text(json.dumps({"layer": cam.layer, "images": index}, indent=2) + "\n")
     return written
+
+
+def _gradcam_windows(run, split, count, layer, out, data_dir, data, checkpoint) -> list[Path]:
+    """Slice montages of the first ``count`` windows of a split of a run trained on volumes."""
+    from ttlx.analysis.gradcam import gradcam, peak_position
+    from ttlx.analysis.montage import write_montages
+
+    loader = run.loader(split, batch_size=min(count, 32), data_dir=data_dir, data=data)
+    starts = []
+    windows, ids, labels = first_examples(_tap_starts(loader, starts), count)
+    starts = np.concatenate(starts)[:count]
+    cam = gradcam(run.network(checkpoint), windows, layer=layer)
+    out = Path(out) if out else run.path / "analysis" / f"gradcam_{split}"
+    written = write_montages(windows, cam, out, ids=ids, starts=starts, classes=run.dataset.get("classes"),
+                             labels=labels)
+    peaks = peak_position(cam.maps)
+    index = [{"id": ids[i], "start": int(starts[i]), "png": p.name, "class": int(cam.target[i]),
+              "peak_slice_row_col": [int(starts[i] + peaks[i][0]), *peaks[i][1:].tolist()],
+              "label": int(labels[i])} for i, p in enumerate(written)]
+    (out / "gradcam.json").write_text(json.dumps({"layer": cam.layer, "windows": index}, indent=2) + "\n")
+    return written
+
+
+def _tap_starts(loader, starts: list):
+    """The loader's batches, noting each batch's window starts (first slice in the study) as they pass."""
+    for batch in loader:
+        starts.append(np.asarray(batch["start"])[: int(np.sum(batch["mask"]))])
+        yield batch
 
 
 def first_examples(loader, count: int) -> tuple[np.ndarray, list[str], np.ndarray]:

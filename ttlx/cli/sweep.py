@@ -35,6 +35,7 @@ def sweep(
                                                  "every point once per source domain.")] = "imagenet",
     head: Annotated[str, typer.Option(help="flatten or pool.")] = "flatten",
     image_size: options.ImageSize = 224,
+    window: Annotated[int | None, typer.Option(help="3D networks: slices per window (default 24).")] = None,
     bs: Annotated[int, typer.Option("--bs", "--batch-size", help="Global batch size.")] = 64,
     max_epoch: Annotated[int, typer.Option("--max-epoch", "--max_epoch", help="Most epochs per run.")] = 200,
     lr: options.LearningRate = 1e-4,
@@ -80,7 +81,8 @@ def sweep(
         sources = tuple(p.strip() for p in pretrained.split(",") if p.strip()) or ("imagenet",)
         base = {"pretrained": sources[0], "head": head, "image_size": image_size, "batch_size": bs,
                 "max_epoch": max_epoch, "lr": lr, "seed": seed, "num_workers": num_workers,
-                "data_dir": str(data_dir) if data_dir else None}
+                "data_dir": str(data_dir) if data_dir else None,
+                **({"window": window} if window is not None else {})}  # 2D grids keep their saved grid.json
         grid = sweeps.Grid(
             dataset=dataset, model=model, methods=tuple(m.strip() for m in method.split(",") if m.strip()),
             trunc=sweeps.parse_int_list(trunc, "--trunc"), layerwise=sweeps.parse_int_list(layerwise, "--layerwise"),

@@ -64,7 +64,8 @@ class TrainedRun:
         pretrained = self.source.get("resolved", cfg.pretrained)  # chexpert: what it stood for then
         return create_model(cfg.model, cfg.trunc, num_classes=m.num_classes, head=m.head, pretrained=pretrained,
                             layerwise=cfg.layerwise, image_size=m.image_size, slim_from=cfg.slim_from,
-                            slim_factor=cfg.slim_factor, dtype=cfg.dtype, seed=cfg.seed)
+                            slim_factor=cfg.slim_factor, dtype=cfg.dtype, seed=cfg.seed, window=m.window,
+                            in_channels=m.in_channels, stochastic_depth=m.stochastic_depth)
 
     def data_dir(self, data_dir=None):
         return data_dir or self.train.data_dir

@@ -209,14 +209,16 @@ def place_runs(specs: list[RunSpec], sweep_dir: Path) -> list[RunSpec]:
     from ttlx import data as data_layer
     from ttlx.runs.run_dir import run_name
     from ttlx.training.loop import resolve_model
+    from ttlx.training.volume_input import check_input_kind
 
-    data, classes = data_layer.data_source(), {}
+    data, infos = data_layer.data_source(), {}
     placed = []
     for spec in specs:  # one grid, one dataset: its info is read once
         key = (spec.config.dataset, spec.config.data_dir)
-        if key not in classes:
-            classes[key] = len(data.dataset_info(*key).classes)
-        _, model_cfg = resolve_model(spec.config, classes[key])
+        if key not in infos:
+            infos[key] = data.dataset_info(*key)
+        arch, model_cfg = resolve_model(spec.config, len(infos[key].classes))
+        check_input_kind(arch, infos[key], spec.config.window)  # a 3D network on images: before any run
         workdir = sweep_dir / "runs" / run_name(spec.config, model_cfg)
         placed.append(dataclasses.replace(spec, config=dataclasses.replace(spec.config, workdir=str(workdir))))
     return placed
@@ -274,7 +276,7 @@ def write_probe_ranking(grid: Grid, sweep_dir: Path) -> list[dict[str, Any]]:
 
     base = grid.base
     options = dict(data_dir=base.get("data_dir"), exp=grid.exp[0], sub=grid.sub[0],
-                   image_size=base.get("image_size", 224), seed=base.get("seed", 0))
+                   image_size=base.get("image_size", 224), seed=base.get("seed", 0), window=base.get("window"))
     pretrained = (grid.pretrained or (base.get("pretrained", "imagenet"),))[0]  # the first source's features
     # one pass over the data for every point: block-wise and layer-wise points share the deepest backbone
     rows = probe_dataset(grid.dataset, grid.model, pretrained, points=list(grid.trunc),
