@@ -91,6 +91,9 @@ def test_probes_and_sweeps_refuse_a_3d_network_on_images_and_a_2d_one_on_volumes
     with pytest.raises(ConfigError, match="'synthetic3d' holds 3D volumes and tinynet is a 2D network"):
         run_sweep(grid, tmp_path / "sweep", launch=lambda specs: [])
     assert not (tmp_path / "sweep").exists()
+    tf = Grid(dataset="synthetic3d", model="tinynet3d", methods=("ttl", "tf"), trunc=(1,), exp=(1,))
+    with pytest.raises(ConfigError, match="tinynet3d has no stages the TF baseline can slim; leave tf out of the"):
+        run_sweep(tf, tmp_path / "sweep", launch=lambda specs: [])
 
 
 @pytest.mark.slow

@@ -174,6 +174,8 @@ def _check_freeze(arch, k: int) -> int:
 
 
 def _check_slim(arch, stage: int) -> int:
+    if not arch.slim_stages:
+        raise ConfigError(f"{arch.name} has no stages the TF baseline can slim; leave tf out of the grid's methods.")
     if stage not in arch.slim_stages:
         valid = ", ".join(str(s) for s in arch.slim_stages)
         raise ConfigError(f"The grid slims from stage {stage}, which {arch.name} lacks; use {valid}.")
