@@ -95,20 +95,21 @@ def analyze_gradcam(
     images: Annotated[list[Path] | None, typer.Argument(help="Image files (default: images of --split).")]
     = None,
     split: options.Split = "test",
-    n: Annotated[int, typer.Option("--n", help="Images of the split to explain.")] = 8,
+    n: Annotated[int, typer.Option("--n", help="Images (volumes: windows) of the split to explain.")] = 8,
     layer: Annotated[str | None, typer.Option(help="Unit to explain (default: the last kept one).")] = None,
     checkpoint: options.Checkpoint = "best",
     out: Annotated[Path | None, typer.Option(help="Output dir (default RUN_DIR/analysis/gradcam_SPLIT).")]
     = None,
     data_dir: options.RunDataDir = None,
 ):
-    """Grad-CAM heat maps of the predicted class at the last kept stage, one overlay PNG per image."""
+    """Grad-CAM heat maps of the predicted class at the last kept stage, one overlay PNG per image (volumes: one
+    slice montage per window)."""
     compiling_command()
     from ttlx.analysis.runs import gradcam_of_run
 
     written = gradcam_of_run(run_dir, split=split, count=n, paths=images or (), layer=layer, out=out,
                              data_dir=data_dir, checkpoint=checkpoint)
-    typer.echo(f"Wrote {len(written)} overlay PNG(s) and gradcam.json to {written[0].parent}")
+    typer.echo(f"Wrote {len(written)} PNG(s) and gradcam.json to {written[0].parent}")
 
 
 @analyze_app.command("paired")
