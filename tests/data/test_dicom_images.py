@@ -188,6 +188,7 @@ def test_predict_stores_a_dicom_file_as_prepare_did():
     assert stored.shape == (64, 64) and np.array_equal(stored, np.asarray(expected))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns of the damage it reads
 def test_every_real_dicom_file_is_an_image_or_a_bad_image_with_a_reason():
     """pydicom's and pydicom-data's ~240 files (SR, RT plans, broken headers, odd syntaxes): none may raise
     anything but BadImage, and every reason is one short line."""
@@ -206,6 +207,7 @@ def test_every_real_dicom_file_is_an_image_or_a_bad_image_with_a_reason():
     assert opened > 100 and all(r and "\n" not in r and len(r) < 200 for r in reasons)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns of the damage it reads
 def test_damaged_headers_are_bad_images_with_a_reason(tmp_path):
     """600 copies of CT_small (uncompressed) and MR_small_RLE with three header bytes changed at random
     (seeded): each opens or is a BadImage, never another exception (pydicom parses elements lazily, so

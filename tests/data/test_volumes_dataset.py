@@ -165,6 +165,7 @@ def test_an_enhanced_multi_frame_file_in_a_class_folder_is_a_volume(studies, tmp
     assert volumes.spacing(position) == pytest.approx((10.0, 0.388672 * 4, 0.388672 * 4))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns of the damage it reads
 def test_every_real_dicom_file_alone_or_mixed_in_a_folder_is_a_volume_or_a_bad_volume(tmp_path):
     """pydicom's and pydicom-data's files as multi-frame volumes, and unrelated files mixed as one "series":
     the reader names a reason (BadVolume) or gives a volume, and never raises anything else."""
