@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from ttlx.config import EvalConfig, TrainConfig
 from ttlx.data.prepare import prepare_dataset
@@ -61,7 +62,7 @@ def test_a_3d_network_on_images_and_a_2d_one_on_volumes_stop_with_one_sentence(t
 
 @pytest.mark.slow
 def test_train_on_windows_and_evaluate_per_study(tinynet3d, volumes_dir, tmp_path):
-    from ttlx.evaluation.evaluate import evaluate_run
+    from ttlx.evaluation.evaluate import evaluate_run, print_result
     from ttlx.training.loop import train
 
     run_dir = train(_config(volumes_dir, tmp_path / "run"), progress=False)
@@ -85,6 +86,9 @@ def test_train_on_windows_and_evaluate_per_study(tinynet3d, volumes_dir, tmp_pat
     assert low <= result["auroc"] <= high
     mean = evaluate_run(EvalConfig(run_dir=str(run_dir), bootstrap=0, aggregate="mean"), show=False)
     assert mean["aggregate"] == "mean" and mean["num_examples"] == len(test_ids)
+    console = Console(record=True, width=400)
+    print_result(result, console)
+    assert f"per-study predictions: {run_dir / 'predictions_test.csv'}\n" in console.export_text()
 
 
 def test_image_files_are_refused_for_a_run_trained_on_volumes(tmp_path):

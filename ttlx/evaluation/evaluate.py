@@ -152,5 +152,6 @@ def print_result(result: dict, console: Console) -> None:
     console.print("cost: " + ", ".join(parts))
     if result.get("predictions"):
         # soft wrap: a path that does not fit stays whole, to copy from the terminal
-        console.print(f"per-image predictions: {Path(result['run_dir']) / result['predictions']}", soft_wrap=True,
+        each = "study" if result.get("level") == "study" else "image"  # one row per study on volumes
+        console.print(f"per-{each} predictions: {Path(result['run_dir']) / result['predictions']}", soft_wrap=True,
                       markup=False, highlight=False)
