@@ -14,7 +14,7 @@ from ttlx.data import pipeline
 from ttlx.data.prepare import prepare_dataset
 from ttlx.data.store import load_prepared
 from ttlx.data.volumes import VolumeStore
-from ttlx.errors import DataError
+from ttlx.errors import ConfigError, DataError
 
 
 def _nifti(path, value, shape=(12, 10, 5), zooms=(0.8, 0.8, 3.0)):
@@ -115,6 +115,18 @@ def test_a_csv_of_volumes_groups_by_its_patient_column_under_a_name(studies, tmp
                 patient = study.split("_")[-1].split(".")[0]
                 homes.setdefault((study.split("/")[0], patient), set()).add(split)
         assert all(len(splits) == 1 for splits in homes.values())
+
+
+def test_an_mri_intensity_window_is_recorded_for_the_loader(studies, tmp_path):
+    ct = prepare_dataset("volumes", tmp_path / "ct", studies, max_size=0)
+    assert VolumeStore(load_prepared(ct.name, tmp_path / "ct").records_dir).intensity_window == (-100.0, 900.0)
+    mri = prepare_dataset("volumes", tmp_path / "mri", studies, max_size=0, intensity_window="0,2000")
+    assert VolumeStore(load_prepared(mri.name, tmp_path / "mri").records_dir).intensity_window == (0.0, 2000.0)
+    for bad in ("2000,0", "0", "a,b", "0,inf"):
+        with pytest.raises(ConfigError, match=f"--intensity-window must be two numbers LOW,HIGH with LOW < HIGH "
+                                              rf"\(e\.g\. 0,2000 for an MRI series\), got '{bad}'\."):
+            prepare_dataset("volumes", tmp_path / "bad", studies, intensity_window=bad)
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
 
 
 def test_loose_dicom_files_and_folders_without_volumes(studies, tmp_path):

@@ -40,6 +40,9 @@ def prepare(
     pe_types: Annotated[
         str | None, typer.Option(help="penet: PE types of positive studies kept (central,segmental or all).")
     ] = None,
+    intensity_window: Annotated[
+        str | None, typer.Option(help="volumes: LOW,HIGH voxel values scaled to [0, 1] (default: CT's -100,900 HU).")
+    ] = None,
 ):
     """Build a dataset once (ArrayRecord + split files) and print its images per class and split."""
     from ttlx.config import check_int, check_seed
@@ -51,7 +54,7 @@ def prepare(
     from ttlx.data.summary import print_summary
 
     given = {"csv": csv, "classes": classes, "uncertain": uncertain, "frontal_only": frontal_only}
-    given.update(count=count, size=size, slices=slices, pe_types=pe_types)
+    given.update(count=count, size=size, slices=slices, pe_types=pe_types, intensity_window=intensity_window)
     root = prepare_dataset(
         dataset, data_dir, manual_dir, seed=seed, splits_from=splits_from, max_size=max_size,
         on_bad_image=on_bad_image, force=force, show_progress=True, name=name,

@@ -42,6 +42,9 @@ class Catalog:
 
     classes: tuple[str, ...]
     examples: list[Example] = field(repr=False)
+    # volumes only: the (low, high) voxel values the loader scales to [0, 1], when the scan chose them
+    # (``volumes --intensity-window``); None keeps the spec's ``intensity_window`` or the CT window
+    intensity_window: tuple[float, float] | None = None
 
 
 class DatasetSpec:

@@ -14,6 +14,9 @@ Voxels become int16: DICOM values through Rescale Slope/Intercept and NIfTI valu
 rounded (HU are whole numbers); a floating-point NIfTI or ``.npy`` with fractions is a bad volume, as is one
 that is truncated, empty, not 3D, outside int16, or a series with missing slices or inconsistent spacing.
 Bad volumes are listed by name and stop the build unless ``--on-bad-image skip``.
+
+The loader scales voxels to [0, 1] through a window: the CT window [-100, 900] HU by default, or
+``--intensity-window LOW,HIGH`` for other modalities (MRI intensities are not HU: choose their range).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from ttlx.data.datasets.folder import class_list
 from ttlx.data.dicom_frames import frame_count, read_frames
 from ttlx.data.spec import Catalog, Example, require_manual_dir
 from ttlx.data.volumes import BadVolume, Volume, load_npy
-from ttlx.errors import DataError
+from ttlx.errors import ConfigError, DataError
 
 
 class Volumes(CsvList):
@@ -43,15 +46,17 @@ class Volumes(CsvList):
     channels = 1
     encoding = "int16"
     max_size = 256  # in-plane: the longer side of each slice at most this many pixels
-    options = {"csv": None, "classes": None}
+    options = {"csv": None, "classes": None, "intensity_window": None}
     id_columns = ("id", "path", "study", "image_id")
 
-    def scan(self, manual_dir: Path | None, csv: str | Path | None = None, classes: str | None = None) -> Catalog:
+    def scan(self, manual_dir: Path | None, csv: str | Path | None = None, classes: str | None = None,
+             intensity_window: str | None = None) -> Catalog:
+        window = parse_window(intensity_window)
         root = require_manual_dir(self, manual_dir, [])
         if csv is not None:
             catalog = super().scan(root, csv=csv, classes=classes)
             examples = [Example(e.id, e.label, VolumeFile(e.image), e.group) for e in catalog.examples]
-            return Catalog(catalog.classes, examples)
+            return Catalog(catalog.classes, examples, window)
         folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not folders:
             raise DataError(f"{root} has no sub-folders; put the volumes of each class in a sub-folder named after it, "
@@ -66,7 +71,22 @@ class Volumes(CsvList):
             for path in volumes_in(root / name) if (root / name).is_dir() else []:
                 examples.append(Example(path.relative_to(root).as_posix(), label, VolumeFile(path),
                                         group=_patient(path)))
-        return Catalog(wanted, examples)
+        return Catalog(wanted, examples, window)
+
+
+def parse_window(text: str | None) -> tuple[float, float] | None:
+    """``--intensity-window LOW,HIGH`` as two numbers with LOW < HIGH; None when not given."""
+    if text is None:
+        return None
+    parts = str(text).split(",")
+    try:
+        low, high = (float(v) for v in parts)
+    except ValueError:
+        low = high = None
+    if low is None or not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ConfigError(f"--intensity-window must be two numbers LOW,HIGH with LOW < HIGH (e.g. 0,2000 for an "
+                          f"MRI series), got '{text}'.")
+    return low, high
 
 
 def volumes_in(folder: Path) -> list[Path]:
