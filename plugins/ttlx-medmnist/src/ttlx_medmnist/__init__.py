@@ -56,8 +56,13 @@ class MedMnist(DatasetSpec):
                 raise DataError(f"{path} lacks {', '.join(missing)}; it is not a MedMNIST release file.")
             examples = []
             for split in SPLITS:
-                examples += self._examples(split, release[f"{split}_images"], release[f"{split}_labels"], path)
+                images = self._checked_images(release[f"{split}_images"], split, path)
+                examples += self._examples(split, images, release[f"{split}_labels"], path)
         return Catalog(self.classes, examples)
+
+    def _checked_images(self, images: np.ndarray, split: str, path: Path) -> np.ndarray:
+        """A split's images as the spec stores them (the 3D sets check and squeeze their volumes)."""
+        return images
 
     def _examples(self, split: str, images: np.ndarray, labels: np.ndarray, path: Path) -> list[Example]:
         labels = labels.reshape(len(labels), -1).astype(np.int64)

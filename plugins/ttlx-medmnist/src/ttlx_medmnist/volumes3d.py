@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ttlx.data.spec import Catalog
 from ttlx.errors import ConfigError, DataError
 
-from . import SPLITS, MedMnist
+from . import MedMnist
 
 SIZES_3D = (28, 64)
 
@@ -39,22 +38,13 @@ class MedMnist3D(MedMnist):
             raise ConfigError(f"--size for {self.name} must be one of {', '.join(map(str, SIZES_3D))}, got {size}.")
         return super().release_file(manual_dir, size)
 
-    def scan(self, manual_dir: Path | None, size: int = 28) -> Catalog:
-        path = self.release_file(manual_dir, size)
-        with np.load(path) as release:
-            missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in release.files]
-            if missing:
-                raise DataError(f"{path} lacks {', '.join(missing)}; it is not a MedMNIST release file.")
-            examples = []
-            for split in SPLITS:
-                volumes = release[f"{split}_images"]
-                if volumes.ndim == 5 and volumes.shape[-1] == 1:
-                    volumes = volumes[..., 0]
-                if volumes.ndim != 4:
-                    raise DataError(f"{path} has {split} images of shape {volumes.shape}, not (N, depth, height, "
-                                    f"width): it is not a 3D MedMNIST file; is it the 2D set?")
-                examples += self._examples(split, volumes, release[f"{split}_labels"], path)
-        return Catalog(self.classes, examples)
+    def _checked_images(self, volumes: np.ndarray, split: str, path: Path) -> np.ndarray:
+        if volumes.ndim == 5 and volumes.shape[-1] == 1:
+            volumes = volumes[..., 0]
+        if volumes.ndim != 4:
+            raise DataError(f"{path} has {split} images of shape {volumes.shape}, not (N, depth, height, "
+                            f"width): it is not a 3D MedMNIST file; is it the 2D set?")
+        return volumes
 
 
 ORGANS_3D = ("liver", "kidney-right", "kidney-left", "femur-right", "femur-left", "bladder", "heart", "lung-right",
