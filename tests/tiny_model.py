@@ -40,18 +40,17 @@ def units_kept(cfg: ModelConfig) -> list[int]:
     return kept
 
 
-class TinyNet(Network):
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        self.conv1 = layers.conv(3, 8, 3, stride=2, pad=1, rngs=rngs, dtype=cfg.dtype)
-        self.bn1 = layers.BatchNorm(8, rngs=rngs, dtype=cfg.dtype)
-        names, cin = [], 8
+class TinyStages:
+    """What tinynet and tinynet3d share: a conv + BatchNorm + ReLU stem, then stages ``layer1..`` of units
+    (the first unit of every stage after the first strided 2), then the head."""
+
+    def add_stages(self, cfg: ModelConfig, cin: int, widths, make_unit, rngs: nnx.Rngs) -> None:
+        names = []
         for index, count in enumerate(units_kept(cfg)):
-            slim = cfg.slim_factor if cfg.slim_from is not None and index >= cfg.slim_from else 1
-            width = STAGE_WIDTHS[index] // slim
             units = []
             for i in range(count):
-                units.append(Unit(cin, width, 2 if i == 0 and index > 0 else 1, dtype=cfg.dtype, rngs=rngs))
-                cin = width
+                units.append(make_unit(cin, widths[index], 2 if i == 0 and index > 0 else 1))
+                cin = widths[index]
             setattr(self, f"layer{index + 1}", nnx.List(units))
             names.append(f"layer{index + 1}")
         self.stage_names = tuple(names)
@@ -65,6 +64,16 @@ class TinyNet(Network):
         for stage in self.stage_names:
             for i, unit in enumerate(getattr(self, stage)):
                 yield f"{stage}.{i}", unit
+
+
+class TinyNet(TinyStages, Network):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.conv1 = layers.conv(3, 8, 3, stride=2, pad=1, rngs=rngs, dtype=cfg.dtype)
+        self.bn1 = layers.BatchNorm(8, rngs=rngs, dtype=cfg.dtype)
+        widths = [width // (cfg.slim_factor if cfg.slim_from is not None and index >= cfg.slim_from else 1)
+                  for index, width in enumerate(STAGE_WIDTHS)]
+        self.add_stages(cfg, 8, widths, lambda cin, cout, stride: Unit(cin, cout, stride, dtype=cfg.dtype, rngs=rngs),
+                        rngs)
 
 
 class TinyArchitecture(Architecture):
@@ -94,7 +103,7 @@ def tiny_train_config(workdir, **overrides):
     return TrainConfig(**options)
 
 
-class TinyNet3D(Network3D):
+class TinyNet3D(TinyStages, Network3D):
     """tinynet over NDHWC windows: a 3x3x3 stride-2 stem (1 -> 4 channels), then stages of 1, 2 and 1 units
     with 8, 8 and 8 channels (the first unit of stages 2 and 3 strided 2)."""
 
@@ -102,25 +111,8 @@ class TinyNet3D(Network3D):
         self.set_input(cfg)
         self.conv1 = conv3d(1, 4, 3, stride=2, pad=1, rngs=rngs, dtype=cfg.dtype)
         self.bn1 = layers.BatchNorm(4, rngs=rngs, dtype=cfg.dtype)
-        names, cin = [], 4
-        for index, count in enumerate(units_kept(cfg)):
-            units = []
-            for i in range(count):
-                units.append(Unit3D(cin, 8, 2 if i == 0 and index > 0 else 1, dtype=cfg.dtype, rngs=rngs))
-                cin = 8
-            setattr(self, f"layer{index + 1}", nnx.List(units))
-            names.append(f"layer{index + 1}")
-        self.stage_names = tuple(names)
-        self.add_head(cfg, "fc", rngs)
-
-    def stem(self, x: jax.Array) -> jax.Array:
-        return layers.relu(self.bn1(self.conv1(x)))
-
-    def units(self):
-        yield "stem", self.stem
-        for stage in self.stage_names:
-            for i, unit in enumerate(getattr(self, stage)):
-                yield f"{stage}.{i}", unit
+        self.add_stages(cfg, 4, (8, 8, 8),
+                        lambda cin, cout, stride: Unit3D(cin, cout, stride, dtype=cfg.dtype, rngs=rngs), rngs)
 
 
 class Unit3D(nnx.Module):
