@@ -47,6 +47,20 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def die_in_latest_save(epoch: int) -> None:
+    """SIGKILL half-way through writing epoch ``epoch``'s latest checkpoint: arrays written, step not committed."""
+    from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
+
+    save_fn = handler.JsonCheckpointHandler._save_fn
+
+    async def save_then_die(self, x, directory):
+        if f"latest/{epoch}." in str(directory) and x.get("epoch") == epoch:
+            die()
+        return await save_fn(self, x, directory)
+
+    handler.JsonCheckpointHandler._save_fn = save_then_die
+
+
 def kill_at(where: str) -> None:
     """Install the SIGKILL hook that ``--kill-at`` names."""
     import ttlx.training.loop as training
@@ -90,16 +104,7 @@ def kill_at(where: str) -> None:
 
         training.make_steps = make_steps_then_die_in_step
     elif kind == "save":
-        from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
-
-        save_fn = handler.JsonCheckpointHandler._save_fn
-
-        async def save_then_die(self, x, directory):
-            if f"latest/{epoch}." in str(directory) and x.get("epoch") == epoch:
-                die()
-            return await save_fn(self, x, directory)
-
-        handler.JsonCheckpointHandler._save_fn = save_then_die
+        die_in_latest_save(epoch)
     elif kind == "eval":
         predict, calls = training.predict, {"n": 0}
 

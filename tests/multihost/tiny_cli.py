@@ -16,20 +16,16 @@ as before ttlx named them apart (``ttlx.runs.checkpoint.manager_options``): the 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: tiny_model
 
+from run_tiny import die, die_in_latest_save  # noqa: E402
 from tiny_model import TINYNET  # noqa: E402
 
 from ttlx import registry  # noqa: E402
 from ttlx.cli import main  # noqa: E402
-
-
-def die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def kill_at(where: str) -> None:
@@ -67,16 +63,7 @@ def kill_at(where: str) -> None:
 
         training.build_session = build_then_die_in_step
     elif kind == "save":
-        from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
-
-        save_fn = handler.JsonCheckpointHandler._save_fn
-
-        async def save_then_die(self, x, directory):
-            if f"latest/{epoch}." in str(directory) and x.get("epoch") == epoch:
-                die()
-            return await save_fn(self, x, directory)
-
-        handler.JsonCheckpointHandler._save_fn = save_then_die
+        die_in_latest_save(epoch)
     elif kind == "eval":
         predict = training.predict
 
