@@ -15,12 +15,12 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from parity_checks import TOLERANCE, relative_error
 from safetensors.numpy import save_file
 
 from ttlx.models import resolve_config
 from ttlx.models.weights.pretrained import load_pretrained
 
-TOLERANCE = 1e-4
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("make_golden", ROOT / "scripts" / "make_golden.py")
 golden = importlib.util.module_from_spec(_spec)
@@ -50,10 +50,6 @@ def nan_model_loaded_from(source, name: str, **kw):
     model = nnx.merge(graphdef, jax.tree.map(lambda s: np.full(s.shape, np.nan, s.dtype), state))
     load_pretrained(model, arch, cfg, source)
     return model
-
-
-def relative_error(ours, theirs) -> float:
-    return float(np.abs(np.asarray(ours) - theirs).max() / np.abs(theirs).max())
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from parity_checks import TOLERANCE, errors_at_points, relative_error
 
 from ttlx.config import ModelConfig
 from ttlx.cost.macs import count_jaxpr_macs
@@ -27,7 +28,6 @@ from ttlx.models.ops import xla_convolutions
 from ttlx.models.weights.penet_checkpoint import ttlx_keys
 from ttlx.models.weights.pretrained import load_pretrained
 
-TOLERANCE = 1e-4
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("make_golden_3d", ROOT / "scripts" / "make_golden_3d.py")
 golden = importlib.util.module_from_spec(_spec)
@@ -158,10 +158,6 @@ def loaded(state_dict, **kw):
     return model
 
 
-def relative_error(ours, theirs) -> float:
-    return float(np.abs(np.asarray(ours) - theirs).max() / np.abs(theirs).max())
-
-
 def test_golden_file_covers_every_block_point():
     _, outputs = golden.load_golden("penet")
     assert set(outputs) == {*golden.POINTS["penet"], "logits"}
@@ -172,16 +168,7 @@ def test_golden_file_covers_every_block_point():
 def test_whole_network_matches_the_published_code_at_every_point(recorded):
     state_dict, outputs, x = recorded
     model = loaded(state_dict, num_classes=1, head="pool")
-    names = sorted(golden.POINTS["penet"])
-
-    @nnx.jit
-    def forward(model, x):
-        inner = model.intermediates(x)
-        return {name: inner[name] for name in names}, model.apply_head(inner["encoders.3.penet_blocks.2"])
-
-    points, logits = jax.device_get(forward(model, x))
-    errors = {name: relative_error(points[name], outputs[name]) for name in names}
-    errors["logits"] = relative_error(logits, outputs["logits"])
+    errors = errors_at_points(model, x, outputs, golden.POINTS["penet"], last="encoders.3.penet_blocks.2")
     assert max(errors.values()) <= TOLERANCE, errors
 
 

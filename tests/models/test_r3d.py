@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from parity_checks import TOLERANCE, errors_at_points, relative_error
 
 from ttlx.config import ModelConfig
 from ttlx.cost.model_cost import count_params
@@ -21,7 +22,6 @@ from ttlx.models import get_architecture, resolve_config
 from ttlx.models.abstract import abstract_model
 from ttlx.models.weights.pretrained import load_pretrained
 
-TOLERANCE = 1e-4
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("make_golden_3d", ROOT / "scripts" / "make_golden_3d.py")
 golden = importlib.util.module_from_spec(_spec)
@@ -87,10 +87,6 @@ def loaded(state_dict, **kw):
     return model
 
 
-def relative_error(ours, theirs) -> float:
-    return float(np.abs(np.asarray(ours) - theirs).max() / np.abs(theirs).max())
-
-
 def test_golden_file_covers_every_block_point():
     _, outputs = golden.load_golden("r3d_18")
     assert set(outputs) == {*golden.POINTS["r3d_18"], "logits"}
@@ -100,16 +96,7 @@ def test_golden_file_covers_every_block_point():
 def test_whole_network_matches_torchvision_at_every_point(recorded):
     state_dict, outputs, x = recorded
     model = loaded(state_dict, num_classes=400, head="pool")
-    names = sorted(golden.POINTS["r3d_18"])
-
-    @nnx.jit
-    def forward(model, x):
-        inner = model.intermediates(x)
-        return {name: inner[name] for name in names}, model.apply_head(inner["layer4.1"])
-
-    points, logits = jax.device_get(forward(model, x))
-    errors = {name: relative_error(points[name], outputs[name]) for name in names}
-    errors["logits"] = relative_error(logits, outputs["logits"])
+    errors = errors_at_points(model, x, outputs, golden.POINTS["r3d_18"], last="layer4.1")
     assert max(errors.values()) <= TOLERANCE, errors
 
 
