@@ -69,6 +69,8 @@ class DatasetSpec:
     id_columns: ClassVar[tuple[str, ...]] = ("id",)  # columns naming the id in imported split files
     options: ClassVar[dict[str, Any]] = {}
     volumetric: ClassVar[bool] = False  # examples are CT/MRI volumes (ttlx.data.volumes), stored as int16 HU
+    # volumes: the (low, high) values the loader scales to [0, 1]; None is CT's window (ttlx.data.volumes.HU_WINDOW)
+    intensity_window: ClassVar[tuple[float, float] | None] = None
     nameable: ClassVar[bool] = False  # a user's own data: `ttlx prepare --name NAME` stores it under NAME
 
     def scan(self, manual_dir: Path | None, **options: Any) -> Catalog:

@@ -152,7 +152,7 @@ def build_volumes(root: Path, dataset: str, spec: DatasetSpec, catalog: Catalog,
              slice_starts=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
              slice_labels=np.concatenate(labels) if labels else np.zeros(0, np.uint8),
              labels_known=np.asarray(known, bool),
-             intensity_window=np.asarray(catalog.intensity_window or getattr(spec, "intensity_window", HU_WINDOW),
+             intensity_window=np.asarray(catalog.intensity_window or spec.intensity_window or HU_WINDOW,
                                          np.float32))
     with open(root.parent / SLICE_LABELS, "w", newline="") as f:
         writer = csv.writer(f)
