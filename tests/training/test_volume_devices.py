@@ -30,6 +30,7 @@ def test_r3d_18_on_two_devices_gives_the_losses_of_one(tmp_path):
     two, one = _train(tmp_path / "data", tmp_path / "two", 2), _train(tmp_path / "data", tmp_path / "one", 1)
     assert len(two) == len(one) == 1
     for a, b in zip(two, one, strict=True):
-        for key in ("train_loss", "val_loss", "val_auroc"):
-            # the same global batch; BatchNorm's statistics are over it on both; only the order of additions differs
+        for key in ("train_loss", "val_loss"):
+            # the same global batch; BatchNorm's statistics are over it on both; only the order of additions
+            # differs (losses, not rankings: a near-tie between two windows could swap on another CPU)
             assert a[key] == pytest.approx(b[key], rel=1e-4), (a["epoch"], key)
